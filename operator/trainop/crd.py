@@ -1,0 +1,250 @@
+"""The TrainingRun CustomResourceDefinition, generated from the trainer's pydantic spec model.
+
+Why generate: the API server must refuse exactly what ``trainer.spec.TrainingRunSpec`` refuses, with the same
+bounds, enums, patterns and defaults, so a bad spec fails at ``kubectl apply`` with the field's name instead of
+in a pod. pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3.0 schema, so this module
+inlines ``$ref``s, turns ``anyOf [X, null]`` into ``nullable``, ``int | str`` into ``x-kubernetes-int-or-string``
+and numeric ``exclusiveMinimum`` into the boolean form, and adds CEL rules for the cross-field checks the model
+does in validators. ``manifests/crd.yaml`` and the chart's ``crds/`` are this output (a test keeps them equal).
+
+Run ``python -m trainop.crd > manifests/crd.yaml`` after changing the spec model.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import yaml
+
+from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, TrainingRunSpec
+
+CONDITION_TYPES = ["JobCreated", "Running", "Succeeded", "Failed", "Stalled", "Suspended"]
+PHASES = ["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+# Cross-field rules the pydantic validators enforce, in CEL for the API server.
+CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
+    (): [
+        {
+            "rule": "!has(self.symbols) || size(self.symbols) == 0 || self.symbols[0] == self.symbol",
+            "message": "symbols[0] must be the evaluated symbol (spec.symbol)",
+            "fieldPath": ".symbols",
+        }
+    ],
+    ("model",): [
+        {
+            "rule": "!has(self.hiddenSize) || !has(self.attentionHeads) || self.hiddenSize % self.attentionHeads == 0",
+            "message": "hiddenSize must be divisible by attentionHeads",
+        },
+        {
+            "rule": "!has(self.quantiles) || (0.5 in self.quantiles && "
+            "self.quantiles.all(q, q > 0.0 && q < 1.0))",
+            "message": "quantiles must lie strictly between 0 and 1 and include 0.5",
+            "fieldPath": ".quantiles",
+        },
+    ],
+}
+
+
+def _convert(node: Any, defs: dict[str, Any]) -> Any:
+    """JSON Schema (pydantic) -> structural OpenAPI v3.0, recursively."""
+    if isinstance(node, list):
+        return [_convert(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").split("/")[-1]]
+        merged = {**copy.deepcopy(target), **node}
+        return _convert(merged, defs)
+    for key in ("title", "$defs"):
+        node.pop(key, None)
+    if "anyOf" in node:
+        options = [o for o in node.pop("anyOf")]
+        nullable = any(o.get("type") == "null" for o in options)
+        options = [o for o in options if o.get("type") != "null"]
+        types = {o.get("type") for o in options}
+        if types == {"integer", "string"}:
+            node["x-kubernetes-int-or-string"] = True
+        elif len(options) == 1:
+            node = {**_convert(options[0], defs), **node}
+        else:
+            raise ValueError(f"cannot express anyOf {options} structurally")
+        if nullable:
+            node["nullable"] = True
+        if node.get("default", ...) is None:
+            node.pop("default")
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node["minimum" if bound == "exclusiveMinimum" else "maximum"] = node[bound]
+            node[bound] = True
+    for key in ("properties",):
+        if key in node:
+            node[key] = {k: _convert(v, defs) for k, v in node[key].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            node[key] = _convert(node[key], defs)
+    if node.get("additionalProperties") is False:
+        node.pop("additionalProperties")  # structural schemas prune unknown fields; the model still forbids them
+    if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
+        node.setdefault("type", "object")
+    return node
+
+
+def _add_cel(schema: dict[str, Any]) -> None:
+    for path, rules in CEL_RULES.items():
+        node = schema
+        for part in path:
+            node = node["properties"][part]
+        node["x-kubernetes-validations"] = rules
+
+
+def spec_schema() -> dict[str, Any]:
+    raw = TrainingRunSpec.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
+    schema["type"] = "object"
+    schema["description"] = "What to train (symbol, data, model, training, checkpoint) and where (cluster fields)."
+    _add_cel(schema)
+    return schema
+
+
+def _obj(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props, **extra}
+
+
+_NUM = {"type": "number", "nullable": True}
+_INT = {"type": "integer", "nullable": True}
+_STR = {"type": "string", "nullable": True}
+_TIME = {"type": "string", "format": "date-time", "nullable": True}
+
+
+def status_schema() -> dict[str, Any]:
+    condition = _obj(
+        {
+            "type": {"type": "string", "enum": CONDITION_TYPES},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "observedGeneration": {"type": "integer"},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "maxLength": 1024},
+            "message": {"type": "string", "maxLength": 32768},
+        },
+        required=["type", "status", "lastTransitionTime", "reason", "message"],
+    )
+    return _obj(
+        {
+            "observedGeneration": {"type": "integer"},
+            "phase": {"type": "string", "enum": PHASES},
+            "reason": _STR,
+            "message": _STR,
+            "conditions": {
+                "type": "array",
+                "items": condition,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "jobName": _STR,
+            "startTime": _TIME,
+            "completionTime": _TIME,
+            "restarts": {"type": "integer"},
+            "progress": _obj(
+                {
+                    "epoch": _INT,
+                    "totalEpochs": _INT,
+                    "trainLoss": _NUM,
+                    "valLoss": _NUM,
+                    "valMase": _NUM,
+                    "bestValLoss": _NUM,
+                    "bestEpoch": _INT,
+                    "samplesPerSecond": _NUM,
+                    "etaSeconds": _NUM,
+                    "lastProgressTime": _TIME,
+                }
+            ),
+            "checkpoint": _obj({"latest": _STR, "best": _STR, "epoch": _INT}),
+            "metrics": _obj(
+                {
+                    "valMae": _NUM,
+                    "valMase": _NUM,
+                    "coverage80": _NUM,
+                    "pinball": _NUM,
+                    "baselinePinball": _NUM,
+                    "bestEpoch": _INT,
+                    "wallSeconds": _NUM,
+                    "parameters": _INT,
+                }
+            ),
+            # kopf keeps its own handler bookkeeping under status.kopf when no annotations storage is used.
+            "kopf": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        }
+    )
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Symbol", "type": "string", "jsonPath": ".spec.symbol"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Epoch", "type": "string", "jsonPath": ".status.progress.epochDisplay"},
+    {"name": "Val-Loss", "type": "number", "jsonPath": ".status.progress.valLoss"},
+    {"name": "Best", "type": "number", "jsonPath": ".status.progress.bestValLoss"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "MASE", "type": "number", "jsonPath": ".status.metrics.valMase", "priority": 1},
+    {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts", "priority": 1},
+    {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    status = status_schema()
+    # "41/100" cannot be computed by a JSONPath, so the writer of progress also sets this display string.
+    status["properties"]["progress"]["properties"]["epochDisplay"] = _STR
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": PLURAL,
+                "singular": "trainingrun",
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "shortNames": ["tr"],
+                "categories": ["ml"],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A training run of a multi-step crypto price forecaster.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m trainop.crd` from trainer/spec.py. Do not edit by hand.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
