@@ -1,11 +1,12 @@
 """The TrainingRun CustomResourceDefinition, generated from the trainer's pydantic spec model.
 
 Why generate: the API server must refuse exactly what ``trainer.spec.TrainingRunSpec`` refuses, with the same
-bounds, enums, patterns and defaults, so a bad spec fails at ``kubectl apply`` with the field's name instead of
-in a pod. pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3.0 schema, so this module
-inlines ``$ref``s, turns ``anyOf [X, null]`` into ``nullable``, ``int | str`` into ``x-kubernetes-int-or-string``
-and numeric ``exclusiveMinimum`` into the boolean form, and adds CEL rules for the cross-field checks the model
-does in validators. ``manifests/crd.yaml`` and the chart's ``crds/`` are this output (a test keeps them equal).
+bounds, enums, patterns and defaults, so a bad spec fails at ``kubectl apply`` with the field's name instead
+of in a pod. pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3.0 schema, so this
+module inlines ``$ref``s, turns ``anyOf [X, null]`` into ``nullable``, ``int | str`` into
+``x-kubernetes-int-or-string`` and numeric ``exclusiveMinimum`` into the boolean form, and adds CEL rules for
+the cross-field checks the model does in validators. ``manifests/crd.yaml`` and the chart's ``crds/`` are this
+output (a test keeps them equal).
 
 Run ``python -m trainop.crd > manifests/crd.yaml`` after changing the spec model.
 """
@@ -34,7 +35,8 @@ CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
     ],
     ("model",): [
         {
-            "rule": "!has(self.hiddenSize) || !has(self.attentionHeads) || self.hiddenSize % self.attentionHeads == 0",
+            "rule": "!has(self.hiddenSize) || !has(self.attentionHeads) || "
+            "self.hiddenSize % self.attentionHeads == 0",
             "message": "hiddenSize must be divisible by attentionHeads",
         },
         {
@@ -88,7 +90,9 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
         if isinstance(node.get(key), dict):
             node[key] = _convert(node[key], defs)
     if node.get("additionalProperties") is False:
-        node.pop("additionalProperties")  # structural schemas prune unknown fields; the model still forbids them
+        node.pop(
+            "additionalProperties"
+        )  # structural schemas prune unknown fields; the model still forbids them
     if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
         node.setdefault("type", "object")
     return node
@@ -106,7 +110,9 @@ def spec_schema() -> dict[str, Any]:
     raw = TrainingRunSpec.model_json_schema(by_alias=True, mode="validation")
     schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
     schema["type"] = "object"
-    schema["description"] = "What to train (symbol, data, model, training, checkpoint) and where (cluster fields)."
+    schema["description"] = (
+        "What to train (symbol, data, model, training, checkpoint) and where (cluster fields)."
+    )
     _add_cel(schema)
     return schema
 

@@ -1,0 +1,125 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "crypto-price-predictor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+A default fully qualified app name, truncated at 63 chars (some Kubernetes name fields are limited to this).
+If the release name contains the chart name it is used as the full name.
+*/}}
+{{- define "crypto-price-predictor.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version as used by the chart label.
+*/}}
+{{- define "crypto-price-predictor.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "crypto-price-predictor.labels" -}}
+helm.sh/chart: {{ include "crypto-price-predictor.chart" . }}
+{{ include "crypto-price-predictor.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: crypto-price-predictor
+{{- end }}
+
+{{/*
+Selector labels (stable across upgrades: never add to these).
+*/}}
+{{- define "crypto-price-predictor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "crypto-price-predictor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+The ServiceAccount the operator runs as.
+*/}}
+{{- define "crypto-price-predictor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "crypto-price-predictor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator image reference.
+*/}}
+{{- define "crypto-price-predictor.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Name of the metrics Service; also the `job` label a ServiceMonitor gives the operator's target.
+*/}}
+{{- define "crypto-price-predictor.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "crypto-price-predictor.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaced resources the operator reads and writes (shared by the ClusterRole of
+cluster-wide mode and the per-namespace Roles).
+*/}}
+{{- define "crypto-price-predictor.namespacedRules" -}}
+# TrainingRuns: watch them, add finalizers/annotations, and kopf's handler bookkeeping.
+- apiGroups: ["cryptopredictor.dev"]
+  resources: ["trainingruns"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+# Phase, conditions, progress. Holding get/patch here is also what lets the operator create each run's Role
+# granting its pod `get, patch` on trainingruns/status (RBAC forbids granting what you do not hold).
+- apiGroups: ["cryptopredictor.dev"]
+  resources: ["trainingruns/status"]
+  verbs: ["get", "patch", "update"]
+# The training Job of each run.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Pod state: Unschedulable, ImagePullBackOff, OOMKilled, exit codes.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Kubernetes events about runs (kopf posts to the core API; the events.k8s.io API for newer clients).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Per-run pod identity: a ServiceAccount, and a Role + RoleBinding that may only patch that run's status.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}
+
+{{/*
+RBAC rules for cluster-scoped resources kopf reads.
+*/}}
+{{- define "crypto-price-predictor.crdRules" -}}
+# kopf scans CRDs to resolve the TrainingRun resource.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

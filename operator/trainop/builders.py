@@ -1,0 +1,303 @@
+"""Pure builders of a TrainingRun's children: the Job, and the ServiceAccount, Role and RoleBinding it runs
+as.
+
+Why pure (plain dicts in, plain dicts out): the exact shape of what the operator creates is reviewed as golden
+YAML files (``tests/golden/``) instead of being read out of API calls, and the handlers stay thin.
+
+Names are deterministic (a function of the run's name only), so creating twice, after an operator restart or a
+re-delivered event, finds the existing Job instead of making a second one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from trainer import exitcodes
+from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, SpecError, TrainingRunSpec, parse_spec
+
+from .conditions import TRAINER_CONTAINER
+from .settings import Settings
+
+RUN_LABEL = f"{API_GROUP}/run"
+SYMBOL_LABEL = f"{API_GROUP}/symbol"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MANIFEST_ENV = "TRAININGRUN_MANIFEST"
+COMMAND = ["python", "-m", "trainer", "run", "--manifest-env", MANIFEST_ENV]
+RUN_AS_USER = 1000
+MAX_LABEL = 63
+
+
+def _bounded(base: str, suffix: str, limit: int) -> str:
+    """``<base><suffix>``, or a hashed shortening of base when that is longer than ``limit``."""
+    name = f"{base}{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    return f"{base[: limit - len(suffix) - 9].rstrip('-')}-{digest}{suffix}"
+
+
+def job_name(run_name: str) -> str:
+    # <= 63: the Job controller copies the name into the pods' job-name label.
+    return _bounded(run_name, "-train", MAX_LABEL)
+
+
+def account_name(run_name: str) -> str:
+    """Name of the per-run ServiceAccount, Role and RoleBinding."""
+    return _bounded(run_name, "-trainer", 253)
+
+
+def _meta(run: Mapping[str, Any]) -> Mapping[str, Any]:
+    return run.get("metadata") or {}
+
+
+def labels(run: Mapping[str, Any], spec: TrainingRunSpec) -> dict[str, str]:
+    name = str(_meta(run).get("name"))
+    return {
+        "app.kubernetes.io/name": "trainer",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "training",
+        "app.kubernetes.io/part-of": "crypto-price-predictor",
+        "app.kubernetes.io/managed-by": "trainop",
+        RUN_LABEL: name,
+        SYMBOL_LABEL: spec.symbol,
+    }
+
+
+def validate_run(run: Mapping[str, Any], settings: Settings) -> TrainingRunSpec:
+    """The spec parsed with the shared model, ``checkpoint.uri`` resolved; raises SpecError naming fields."""
+    name = str(_meta(run).get("name") or "")
+    if len(name) > MAX_LABEL:
+        raise SpecError(
+            "TrainingRun", [f"metadata.name: must be at most {MAX_LABEL} characters (used as a label)"]
+        )
+    spec = parse_spec(dict(run.get("spec") or {}), source=f"TrainingRun {name}")
+    if not spec.checkpoint.uri:
+        if not settings.checkpoint_prefix:
+            raise SpecError(
+                f"TrainingRun {name}",
+                [
+                    "spec.checkpoint.uri: required in a cluster (s3://bucket/prefix); the operator has no "
+                    "TRAINOP_CHECKPOINT_PREFIX default"
+                ],
+            )
+        namespace = str(_meta(run).get("namespace") or "default")
+        spec = spec.model_copy(deep=True)
+        spec.checkpoint.uri = f"{settings.checkpoint_prefix}/{namespace}/{name}"
+    return spec
+
+
+def manifest(run: Mapping[str, Any], spec: TrainingRunSpec) -> str:
+    """The JSON TrainingRun the trainer reads from ``$TRAININGRUN_MANIFEST`` (resolved spec, sorted keys)."""
+    doc = {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {"name": _meta(run).get("name"), "namespace": _meta(run).get("namespace")},
+        "spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def _env(run: Mapping[str, Any], spec: TrainingRunSpec, settings: Settings) -> list[dict[str, Any]]:
+    meta = _meta(run)
+    env: list[dict[str, Any]] = [
+        {"name": "TRAININGRUN_NAME", "value": str(meta.get("name"))},
+        {"name": "TRAININGRUN_NAMESPACE", "value": str(meta.get("namespace"))},
+        {"name": "TRAININGRUN_UID", "value": str(meta.get("uid"))},
+        {"name": MANIFEST_ENV, "value": manifest(run, spec)},
+        {"name": "TRAINER_STATUS_THROTTLE_SECONDS", "value": f"{settings.status_throttle_seconds:g}"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    endpoint = spec.checkpoint.s3_endpoint or settings.s3_endpoint
+    if endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
+    ref = spec.s3_credentials_secret
+    secret = ref.name if ref else settings.s3_secret_name
+    if secret:
+        id_key = ref.access_key_id_key if ref else "AWS_ACCESS_KEY_ID"
+        secret_key = ref.secret_access_key_key if ref else "AWS_SECRET_ACCESS_KEY"
+        env += [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": secret, "key": id_key}}},
+            {
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key}},
+            },
+        ]
+    return env
+
+
+def _resources(spec: TrainingRunSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if spec.resources.requests:
+        out["requests"] = {k: str(v) for k, v in spec.resources.requests.items()}
+    if spec.resources.limits:
+        out["limits"] = {k: str(v) for k, v in spec.resources.limits.items()}
+    return out
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Preemption never counts; bad config and NaN loss fail at once; a checkpointed SIGTERM exit is free."""
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": [exitcodes.INVALID_CONFIG, exitcodes.NAN_LOSS],
+                },
+            },
+            {
+                "action": "Ignore",
+                "onExitCodes": {
+                    "containerName": TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": [exitcodes.PREEMPTED],
+                },
+            },
+        ]
+    }
+
+
+def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The batch/v1 Job of a run (owner reference, namespace and owner labels added by ``kopf.adopt``)."""
+    spec = validate_run(run, settings)
+    name = str(_meta(run).get("name"))
+    pod_labels = labels(run, spec)
+    job_labels = dict(pod_labels)
+    if spec.queue_name:
+        job_labels[QUEUE_LABEL] = spec.queue_name
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": spec.service_account_name or account_name(name),
+        "automountServiceAccountToken": True,
+        "terminationGracePeriodSeconds": spec.checkpoint.grace_period_seconds + 5,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": TRAINER_CONTAINER,
+                "image": spec.image or settings.default_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": list(COMMAND),
+                "env": _env(run, spec, settings),
+                "resources": _resources(spec),
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "runAsNonRoot": True,
+                    "runAsUser": RUN_AS_USER,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            }
+        ],
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    job_spec: dict[str, Any] = {
+        "completions": 1,
+        "parallelism": 1,
+        "backoffLimit": spec.backoff_limit,
+        "suspend": spec.suspend,
+        "podReplacementPolicy": "Failed",
+        "podFailurePolicy": pod_failure_policy(),
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name), "labels": job_labels},
+        "spec": job_spec,
+    }
+    kopf.adopt(job, owner=_body(run))
+    return job
+
+
+def _rbac_meta(run: Mapping[str, Any]) -> dict[str, Any]:
+    name = str(_meta(run).get("name"))
+    return {
+        "name": account_name(name),
+        "labels": {
+            "app.kubernetes.io/name": "trainer",
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/part-of": "crypto-price-predictor",
+            "app.kubernetes.io/managed-by": "trainop",
+            RUN_LABEL: name,
+        },
+    }
+
+
+def _body(run: Mapping[str, Any]) -> kopf.Body:
+    return kopf.Body(cast(kopf.RawBody, dict(run)))
+
+
+def _owned(obj: dict[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    kopf.adopt(obj, owner=_body(run))
+    return obj
+
+
+def build_service_account(run: Mapping[str, Any]) -> dict[str, Any]:
+    return _owned({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _rbac_meta(run)}, run)
+
+
+def build_role(run: Mapping[str, Any]) -> dict[str, Any]:
+    """Least privilege: get and patch the status of this one TrainingRun, nothing else."""
+    rule = {
+        "apiGroups": [API_GROUP],
+        "resources": [f"{PLURAL}/status"],
+        "resourceNames": [str(_meta(run).get("name"))],
+        "verbs": ["get", "patch"],
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _rbac_meta(run),
+        "rules": [rule],
+    }
+    return _owned(role, run)
+
+
+def build_role_binding(run: Mapping[str, Any]) -> dict[str, Any]:
+    meta = _rbac_meta(run)
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": meta["name"], "namespace": str(_meta(run).get("namespace"))}
+        ],
+    }
+    return _owned(binding, run)
+
+
+def needs_own_account(run: Mapping[str, Any]) -> bool:
+    return not (run.get("spec") or {}).get("serviceAccountName")
+
+
+def describe_spec_error(err: SpecError) -> str:
+    """One line for a condition message / Event: the problems joined, each naming its field."""
+    return "; ".join(err.problems)
+
+
+def first_field(err: SpecError) -> str:
+    match = re.match(r"^([\w.\[\]]+):", err.problems[0]) if err.problems else None
+    return match.group(1) if match else "spec"

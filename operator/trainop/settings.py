@@ -1,0 +1,86 @@
+"""Operator settings, read once from ``TRAINOP_*`` environment variables (pydantic-settings).
+
+Why a model: the Helm chart sets exactly these variables, and a typo or a bad value
+(``TRAINOP_METRICS_PORT=abc``) must stop the operator at start-up with the variable's name, not half-way
+through a reconcile. Nothing here is a secret (the S3 credentials stay in a Secret that only the trainer pods
+read), so the settings are logged at start."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from trainer.spec import DURATION_PATTERN, S3_URI_RE
+
+DEFAULT_IMAGE = "ghcr.io/crypto-price-predictor/trainer:0.1.0"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'1h30m' -> 5400.0 seconds (the format of ``spec.stallTimeout``); raises ValueError."""
+    if not re.match(DURATION_PATTERN, text):
+        raise ValueError(f"'{text}' is not a duration such as 90s, 15m, 1h30m")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+class Settings(BaseSettings):
+    """``TRAINOP_<FIELD>`` in upper case, e.g. ``TRAINOP_METRICS_PORT=8080``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINOP_", extra="ignore")
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated namespaces to watch; empty: all namespaces."
+    )
+    default_image: str = Field(default=DEFAULT_IMAGE, min_length=1)
+    metrics_port: int = Field(default=8080, ge=1, le=65535)
+    metrics_host: str = Field(default="0.0.0.0", description="Bind address of /metrics and /healthz.")
+    stall_timeout: str = Field(default="15m", description="Used when a run has no spec.stallTimeout.")
+    status_throttle_seconds: float = Field(default=10.0, ge=0.0, description="Trainer status patch interval.")
+    s3_endpoint: str | None = Field(default=None, description="AWS_ENDPOINT_URL for runs without s3Endpoint.")
+    s3_secret_name: str | None = Field(default=None, description="Secret with S3 keys for runs without one.")
+    checkpoint_prefix: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix; a run without checkpoint.uri writes to <prefix>/<ns>/<name>.",
+    )
+    timer_interval_seconds: float = Field(default=30.0, gt=0.0, description="Stall check interval per run.")
+    peering: str | None = Field(default=None, description="kopf peering name; empty: standalone.")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [n.strip() for n in v.split(",") if n.strip()]
+        return v
+
+    @field_validator("stall_timeout")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("checkpoint_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        v = v.rstrip("/")
+        if v.startswith("s3:") and not S3_URI_RE.match(v):
+            raise ValueError(f"'{v}' is not an S3 URI such as s3://bucket/prefix")
+        return v
+
+    @field_validator("s3_endpoint", "s3_secret_name", "peering", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return v or None
+
+    @property
+    def stall_timeout_seconds(self) -> float:
+        return parse_duration(self.stall_timeout)
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        return " ".join(f"{k}={v!r}" for k, v in self.model_dump().items())

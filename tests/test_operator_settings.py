@@ -1,0 +1,96 @@
+"""TRAINOP_* settings and the metrics the alert rules are written against."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+from pydantic import ValidationError
+
+from trainop import metrics
+from trainop.settings import Settings, parse_duration
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("NAMESPACES", "DEFAULT_IMAGE", "METRICS_PORT", "STALL_TIMEOUT", "CHECKPOINT_PREFIX", "PEERING"):
+        monkeypatch.delenv(f"TRAINOP_{key}", raising=False)
+    s = Settings()
+    assert s.namespaces == [] and s.metrics_port == 8080 and s.stall_timeout_seconds == 900
+    assert s.default_image == "ghcr.io/crypto-price-predictor/trainer:0.1.0"
+    assert s.status_throttle_seconds == 10 and s.timer_interval_seconds == 30
+    assert s.checkpoint_prefix is None and s.peering is None
+
+
+def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINOP_NAMESPACES", "ml, research,")
+    monkeypatch.setenv("TRAINOP_METRICS_PORT", "9100")
+    monkeypatch.setenv("TRAINOP_STALL_TIMEOUT", "1h30m")
+    monkeypatch.setenv("TRAINOP_CHECKPOINT_PREFIX", "s3://ckpt/runs/")
+    monkeypatch.setenv("TRAINOP_S3_ENDPOINT", "")
+    s = Settings()
+    assert s.namespaces == ["ml", "research"] and s.metrics_port == 9100
+    assert s.stall_timeout_seconds == 5400 and s.checkpoint_prefix == "s3://ckpt/runs" and s.s3_endpoint is None
+    assert "checkpoint_prefix='s3://ckpt/runs'" in s.describe()
+
+
+@pytest.mark.parametrize(("key", "value"), [("METRICS_PORT", "abc"), ("STALL_TIMEOUT", "soon"),
+                                            ("CHECKPOINT_PREFIX", "s3://X/y")])
+def test_bad_env_fails_with_the_name(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    monkeypatch.setenv(f"TRAINOP_{key}", value)
+    with pytest.raises(ValidationError, match=key.lower()):
+        Settings()
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("2s") == 2 and parse_duration("15m") == 900 and parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    with pytest.raises(ValueError):
+        parse_duration("15")
+
+
+def _scrape() -> str:
+    return generate_latest(metrics.REGISTRY).decode()
+
+
+def _run(phase: str, reason: str = "", **status: object) -> dict[str, object]:
+    conditions = [{"type": "Stalled", "status": "True", "reason": "NoProgress", "message": "",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"}] if status.pop("stalled", False) else []
+    return {"metadata": {"namespace": "mx", "name": "r1"}, "spec": {"symbol": "SOL"},
+            "status": {"phase": phase, "reason": reason, "conditions": conditions, **status}}
+
+
+def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
+    metrics.observe_run(_run("Pending", "Unschedulable"))
+    text = _scrape()
+    assert 'trainingrun_phase{name="r1",namespace="mx",phase="Pending",symbol="SOL"} 1.0' in text
+    assert 'trainingrun_phase{name="r1",namespace="mx",phase="Running",symbol="SOL"} 0.0' in text
+    assert 'trainingrun_pending_reason_info{name="r1",namespace="mx",reason="Unschedulable",symbol="SOL"} 1.0' in text
+    metrics.observe_run(_run("Running", "PodRunning", stalled=True, progress={
+        "epoch": 41, "valLoss": 0.5, "bestValLoss": 0.4, "lastProgressTime": "2026-01-01T00:00:10Z"}))
+    text = _scrape()
+    assert "trainingrun_pending_reason_info{" not in text.replace("# HELP trainingrun_pending_reason_info", "")
+    assert 'trainingrun_epoch{name="r1",namespace="mx",symbol="SOL"} 41.0' in text
+    assert 'trainingrun_val_loss{name="r1",namespace="mx",symbol="SOL"} 0.5' in text
+    assert 'trainingrun_best_val_loss{name="r1",namespace="mx",symbol="SOL"} 0.4' in text
+    assert 'trainingrun_stalled{name="r1",namespace="mx",symbol="SOL"} 1.0' in text
+    assert 'trainingrun_last_progress_timestamp_seconds{name="r1",namespace="mx",symbol="SOL"} 1.76722561e+09' in text
+    metrics.observe_run(_run("Failed", "NaNLoss"))
+    text = _scrape()
+    assert 'trainingrun_failed_info{name="r1",namespace="mx",reason="NaNLoss",symbol="SOL"} 1.0' in text
+    assert 'trainingrun_stalled{name="r1",namespace="mx",symbol="SOL"} 0.0' in text
+    metrics.forget_run("mx", "r1")
+    assert 'name="r1"' not in _scrape()
+
+
+def test_transition_counters_and_handler_metrics() -> None:
+    metrics.count_transition("cx", "SOL", "Running", "Failed", "OOMKilled")
+    metrics.count_transition("cx", "SOL", "Failed", "Failed", "OOMKilled")  # no transition: not counted
+    metrics.count_transition("cx", "SOL", "Running", "Succeeded", "Completed")
+    with metrics.timed("unit_test"):
+        pass
+    with pytest.raises(RuntimeError), metrics.timed("unit_test"):
+        raise RuntimeError("boom")
+    text = _scrape()
+    assert 'trainingrun_failures_total{namespace="cx",reason="OOMKilled",symbol="SOL"} 1.0' in text
+    assert 'trainingrun_succeeded_total{namespace="cx",symbol="SOL"} 1.0' in text
+    assert 'trainingrun_reconcile_errors_total{handler="unit_test"} 1.0' in text
+    assert 'trainingrun_reconcile_duration_seconds_count{handler="unit_test"} 2.0' in text

@@ -1,0 +1,186 @@
+"""``python -m trainer {run,train,backtest,predict}``: the same entry point on a laptop and in a pod.
+
+Errors a user can fix (a bad spec, a bad data file, unusable storage) print one readable message and exit with a
+documented code (``trainer.exitcodes``), never a traceback: the operator maps those codes to condition reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from trainer import exitcodes
+from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_spec
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, help="override spec.training.epochs")
+    p.add_argument("--output", help="local directory or s3://bucket/prefix for checkpoints and results")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override spec.training.device (default auto)")
+    p.add_argument("--seed", type=int, help="override spec.training.seed")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, SeaweedFS, Ceph); default: AWS or "
+                   "$AWS_ENDPOINT_URL")
+    p.add_argument("--resume", default=None, help="auto (default): latest good checkpoint; never; or a checkpoint "
+                   "path/URI")
+    p.add_argument("--json", action="store_true", help="JSON lines for progress and summary even in a terminal")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override any spec field, e.g. --set training.batchSize=128 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train the spec of a TrainingRun manifest")
+    run.add_argument("manifest", nargs="?", help="TrainingRun YAML (e.g. manifests/samples/sol-run.yaml)")
+    run.add_argument("--manifest-env", metavar="VAR", help="read the manifest (JSON or YAML) from this env var "
+                     "(how the operator's Job passes it)")
+    _add_train_flags(run)
+
+    train = sub.add_parser("train", help="train one symbol with the default spec")
+    train.add_argument("--symbol", default="SOL")
+    train.add_argument("--symbols", help="comma-separated series trained together; the first is --symbol")
+    train.add_argument("--data", help="CSV/Parquet path or s3:// URI ('{symbol}' is replaced); default: bundled")
+    _add_train_flags(train)
+
+    for name, text in (("backtest", "evaluate a trained model on an OHLCV file"),
+                       ("predict", "forecast the next horizon after an OHLCV file's last day")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--checkpoint", required=True, help="output directory, s3:// prefix or checkpoint file")
+        p.add_argument("--data", help="CSV/Parquet path or s3:// URI; default: the bundled candles")
+        p.add_argument("--symbol", help="which of the model's symbols the data is (default: its main symbol)")
+        p.add_argument("--s3-endpoint")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "backtest":
+            p.add_argument("--start", help="first target date (YYYY-MM-DD)")
+            p.add_argument("--end", help="last target date (default: the file's last date)")
+    return parser
+
+
+def _set_path(doc: dict[str, Any], assignment: str) -> None:
+    import yaml
+
+    if "=" not in assignment:
+        raise SpecError("--set", [f"'{assignment}': expected PATH=VALUE, e.g. training.epochs=2"])
+    path, raw = assignment.split("=", 1)
+    node = doc
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError("--set", [f"{path}: {part} is not a section"])
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def _resolve_spec(args: argparse.Namespace) -> tuple[str, TrainingRunSpec]:
+    import yaml
+
+    if args.command == "run":
+        if args.manifest_env:
+            raw = os.environ.get(args.manifest_env)
+            if not raw:
+                raise SpecError(f"${args.manifest_env}", ["environment variable is empty or unset"])
+            import tempfile
+
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                f.write(raw)
+            try:
+                name, spec = load_manifest(f.name)
+            finally:
+                os.unlink(f.name)
+        elif args.manifest:
+            name, spec = load_manifest(args.manifest)
+        else:
+            raise SpecError("run", ["give a manifest path or --manifest-env VAR"])
+        doc = spec.model_dump(by_alias=True, mode="json")
+    else:
+        symbols = args.symbols.split(",") if args.symbols else None
+        doc = {"symbol": args.symbol, "symbols": symbols, "data": {"uri": args.data}}
+        name = f"{args.symbol.lower()}-tft"
+    doc.setdefault("training", {})
+    if args.epochs is not None:
+        doc["training"]["epochs"] = args.epochs
+    if args.seed is not None:
+        doc["training"]["seed"] = args.seed
+    if args.device is not None:
+        doc["training"]["device"] = args.device
+    for assignment in args.set:
+        _set_path(doc, assignment)
+    del yaml
+    return name, parse_spec(doc, "spec (after command-line overrides)")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trainer.run import RunOptions, print_summary, run_training
+
+    name, spec = _resolve_spec(args)
+    output = args.output or spec.checkpoint.uri or os.path.join("runs", name)
+    interactive = False if args.json else sys.stderr.isatty()
+    resume = args.resume or spec.checkpoint.resume
+    summary = run_training(spec, RunOptions(name=name, output=output, s3_endpoint=args.s3_endpoint,
+                                            resume=resume, interactive=interactive))
+    print(print_summary(summary, interactive))
+    return exitcodes.OK
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from trainer.evaluate import backtest, load_model, predict
+    from trainer.progress import table
+
+    lm = load_model(args.checkpoint, endpoint=args.s3_endpoint)
+    if args.command == "backtest":
+        result = backtest(lm, args.data, symbol=args.symbol, start=args.start, end=args.end,
+                          endpoint=args.s3_endpoint)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            extra = result["extra"]
+            rows = [(k, result[k]) for k in ("n", "mae", "rmse", "mape", "mase", "da_h1", "da_h7", "pinball",
+                                              "coverage_80")]
+            rows += [("persistence MAE", extra["persistence_mae"]),
+                     ("empirical-band pinball", extra["empirical_band_pinball"])]
+            print(table(rows, title=f"Backtest of {lm.source} on {extra['symbol']}, origins "
+                        f"{extra['first_origin']} .. {extra['last_origin']}"))
+    else:
+        result = predict(lm, args.data, symbol=args.symbol, endpoint=args.s3_endpoint)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{result['symbol']}: last close {result['last_close']:,.4f} on {result['last_date']}")
+            keys = [k for k in result["forecast"][0] if k != "date"]
+            print("  date        " + "  ".join(f"{k:>12}" for k in keys))
+            for row in result["forecast"]:
+                print(f"  {row['date']}  " + "  ".join(f"{row[k]:>12,.4f}" for k in keys))
+    return exitcodes.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trainer.candles import DataError
+    from trainer.storage import StorageError
+    from trainer.train import TrainingAborted
+
+    try:
+        return _cmd_train(args) if args.command in ("run", "train") else _cmd_eval(args)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exitcodes.INVALID_CONFIG
+    except DataError as exc:
+        print(f"error: data: {exc}", file=sys.stderr)
+        return exitcodes.INVALID_CONFIG
+    except StorageError as exc:
+        print(f"error: storage: {exc}", file=sys.stderr)
+        return exitcodes.STORAGE_ERROR
+    except TrainingAborted as exc:
+        print(f"error: {exc}" if exc.exit_code != exitcodes.PREEMPTED else f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # e.g. a backtest range with no windows, an unknown --symbol
+        print(f"error: {exc}", file=sys.stderr)
+        return exitcodes.INVALID_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

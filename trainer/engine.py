@@ -1,0 +1,82 @@
+"""Model construction and inference shared by training, backtests and predictions.
+
+Why separate from the training loop: ``backtest`` and ``predict`` rebuild the model from nothing but a
+checkpoint (its saved config and per-symbol scales), so construction and the scaled-return -> price transform must
+be one piece of code that all three use.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.dataset import KNOWN, OBSERVED, Windows
+from trainer.model import TemporalFusionTransformer
+from trainer.spec import TrainingRunSpec
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("training.device is 'cuda' but no CUDA device is available; use auto or cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(spec: TrainingRunSpec) -> TemporalFusionTransformer:
+    m = spec.model
+    return TemporalFusionTransformer(
+        n_observed=len(OBSERVED),
+        n_known=len(KNOWN),
+        n_symbols=len(spec.all_symbols),
+        horizon=spec.data.horizon,
+        hidden_size=m.hidden_size,
+        attention_heads=m.attention_heads,
+        lstm_layers=m.lstm_layers,
+        dropout=m.dropout,
+        quantiles=m.quantiles,
+    )
+
+
+@torch.no_grad()
+def predict_scaled(model: TemporalFusionTransformer, w: Windows, batch_size: int = 4096) -> torch.Tensor:
+    """(N, H, Q) scaled-return quantiles, in eval mode, on the model's device."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for i in range(0, len(w), batch_size):
+        sl = slice(i, i + batch_size)
+        outs.append(
+            model(w.observed[sl].to(device), w.known[sl].to(device), w.symbol[sl].to(device))
+        )
+    model.train(was_training)
+    if not outs:
+        return torch.zeros(0, model.horizon, len(model.quantiles), device=device)
+    return torch.cat(outs)
+
+
+def to_prices(scaled: torch.Tensor, w: Windows) -> np.ndarray:
+    """Scaled return quantiles (N, H, Q) -> price quantiles (N, H, Q) via last_close * exp(q * scale)."""
+    log_ret = scaled.float().cpu().numpy() * w.scale.cpu().numpy()[..., None]
+    return np.asarray(w.last_close[:, None, None] * np.exp(log_ret))
+
+
+def checkpoint_config(spec: TrainingRunSpec, stats: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The config saved in every checkpoint: the resolved spec (no secrets live in it) and the data transform."""
+    return {
+        "spec": spec.model_dump(mode="json", by_alias=True),
+        "symbolStats": {k: v.to_dict() for k, v in stats.items()},
+        "observed": OBSERVED,
+        "known": KNOWN,
+        **extra,
+    }

@@ -1,0 +1,221 @@
+"""Progress reporting from the trainer to its TrainingRun's ``status`` (progress, checkpoint, metrics).
+
+Why here and like this: ``kubectl get tr`` shows epoch and losses, the operator's stall timer and metrics read
+``status.progress.lastProgressTime``, and only the trainer knows them. It patches its own TrainingRun's status
+subresource (its per-run Role allows exactly ``get``/``patch`` of that one ``trainingruns/status``).
+
+Rules: at most one patch per ``TRAINER_STATUS_THROTTLE_SECONDS`` (default 10) -- updates in between are merged
+and sent with the next allowed patch -- plus the last pending update at ``final``/``close``; a failed patch is
+one warning line and never an exception (training goes on); no torch import. Without ``TRAININGRUN_NAME`` (a
+local run) every method is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from trainer.spec import API_GROUP, API_VERSION, PLURAL
+
+log = logging.getLogger(__name__)
+
+PatchFn = Callable[[dict[str, Any]], None]
+DEFAULT_THROTTLE_SECONDS = 10.0
+REQUEST_TIMEOUT = (3.0, 5.0)  # connect, read: a slow API server delays training by seconds at most
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf (a NaN loss is a documented outcome) become null, numpy scalars plain numbers."""
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return None
+    return number
+
+
+def _merge(target: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _redact(text: str) -> str:
+    return re.sub(
+        r"(?i)(bearer\s+)\S+|(token[\"'=: ]+)\S+", lambda m: (m.group(1) or m.group(2)) + "***", text
+    )
+
+
+class StatusReporter:
+    """Sends merged status updates through ``patch`` (a callable taking ``{"status": {...}}``), throttled."""
+
+    def __init__(
+        self,
+        patch: PatchFn | None,
+        *,
+        throttle_seconds: float = DEFAULT_THROTTLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        target: str = "",
+    ) -> None:
+        self._patch = patch
+        self._throttle = max(0.0, throttle_seconds)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._target = target
+        self._pending: dict[str, Any] = {}
+        self._last_sent: float | None = None
+        self.sent = 0
+        self.failed = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._patch is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StatusReporter:
+        """In a pod (``TRAININGRUN_NAME`` set): report through the Kubernetes API; else a no-op reporter."""
+        env = os.environ if environ is None else environ
+        name = env.get("TRAININGRUN_NAME")
+        if not name:
+            return cls(None)
+        namespace = env.get("TRAININGRUN_NAMESPACE") or _pod_namespace()
+        try:
+            throttle = float(env.get("TRAINER_STATUS_THROTTLE_SECONDS") or DEFAULT_THROTTLE_SECONDS)
+        except ValueError:
+            throttle = DEFAULT_THROTTLE_SECONDS
+        try:
+            patch = _kubernetes_patch(namespace, name)
+        except Exception as exc:  # no config, no client: train anyway, unreported
+            log.warning(
+                "status reporting disabled: cannot configure the Kubernetes client: %s", _oneline(exc)
+            )
+            return cls(None)
+        return cls(patch, throttle_seconds=throttle, target=f"{namespace}/{name}")
+
+    # --- what the training loop calls ---------------------------------------------------------------------
+
+    def progress(
+        self,
+        *,
+        epoch: int,
+        total_epochs: int,
+        train_loss: float | None = None,
+        val_loss: float | None = None,
+        val_mase: float | None = None,
+        best_val_loss: float | None = None,
+        best_epoch: int | None = None,
+        samples_per_second: float | None = None,
+        eta_seconds: float | None = None,
+    ) -> None:
+        update = {
+            "epoch": epoch,
+            "totalEpochs": total_epochs,
+            "epochDisplay": f"{epoch}/{total_epochs}",
+            "trainLoss": train_loss,
+            "valLoss": val_loss,
+            "valMase": val_mase,
+            "bestValLoss": best_val_loss,
+            "bestEpoch": best_epoch,
+            "samplesPerSecond": samples_per_second,
+            "etaSeconds": eta_seconds,
+            "lastProgressTime": self._wall_clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        self._add({"progress": update})
+
+    def checkpoint(self, *, latest: str | None, best: str | None, epoch: int) -> None:
+        self._add({"checkpoint": {"latest": latest, "best": best, "epoch": epoch}})
+
+    def final(self, metrics: Mapping[str, float | int]) -> None:
+        """Final metrics (``val_mase`` or ``valMase`` keys), sent at once with anything pending."""
+        self._add({"metrics": {_camel(k): v for k, v in metrics.items()}}, flush=False)
+        self.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+    # --- mechanics ----------------------------------------------------------------------------------------
+
+    def _add(self, update: dict[str, Any], flush: bool = True) -> None:
+        if self._patch is None:
+            return
+        _merge(self._pending, _clean(update))
+        if flush:
+            now = self._clock()
+            if self._last_sent is None or now - self._last_sent >= self._throttle:
+                self.flush()
+
+    def flush(self) -> None:
+        """Send what is pending now, throttle or not; never raises."""
+        if self._patch is None or not self._pending:
+            return
+        body = {"status": self._pending}
+        self._pending = {}
+        self._last_sent = self._clock()
+        try:
+            self._patch(body)
+            self.sent += 1
+        except Exception as exc:
+            self.failed += 1
+            log.warning(
+                "status patch of TrainingRun %s failed (training continues): %s", self._target, _oneline(exc)
+            )
+            # Keep the newest values for the next attempt (newer updates merged later win).
+            merged = body["status"]
+            _merge(merged, self._pending)
+            self._pending = merged
+
+
+def _oneline(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None)
+    text = f"HTTP {status} {reason}" if status is not None else f"{type(exc).__name__}: {exc}"
+    return _redact(" ".join(text.split()))[:300]
+
+
+def _pod_namespace() -> str:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "default"
+
+
+def _kubernetes_patch(namespace: str, name: str) -> PatchFn:
+    """A merge patch of ``.../trainingruns/<name>/status`` with in-cluster config, else KUBECONFIG."""
+    from kubernetes import client, config  # lazy: local runs never pay for the import
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        config.load_incluster_config()
+    except ConfigException:
+        config.load_kube_config()
+    api = client.CustomObjectsApi()
+
+    def patch(body: dict[str, Any]) -> None:
+        api.patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, namespace, PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
+        )
+
+    return patch

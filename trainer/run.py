@@ -1,0 +1,156 @@
+"""One training run from a spec to artifacts: load data, split, train, checkpoint, evaluate, write results.
+
+This is what ``python -m trainer run`` and ``train`` call, locally and in a pod alike; the only cluster-specific
+part is the status reporter, which is a no-op outside a cluster. Checkpoint storage (local directory or S3),
+resume and SIGTERM handling are wired here so the loop in ``trainer.train`` stays about training.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer import exitcodes
+from trainer.candles import Candles, load_candles
+from trainer.dataset import WARMUP_DAYS, split_windows
+from trainer.engine import checkpoint_config, resolve_device
+from trainer.model import count_parameters
+from trainer.progress import Progress, summary_table
+from trainer.spec import TrainingRunSpec
+from trainer.train import StopFlag, Trainer, TrainingAborted, final_metrics
+
+
+@dataclass
+class RunOptions:
+    name: str
+    output: str
+    s3_endpoint: str | None = None
+    resume: str = "auto"
+    interactive: bool | None = None
+    report: bool = True  # patch the TrainingRun's status when running in a cluster
+
+
+def load_all(spec: TrainingRunSpec, endpoint: str | None) -> list[Candles]:
+    d = spec.data
+    need = WARMUP_DAYS + d.input_window + d.horizon + 2
+    return [
+        load_candles(d.uri, sym, endpoint=endpoint, start=d.start, end=d.end, min_rows=need)
+        for sym in spec.all_symbols
+    ]
+
+
+def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
+    """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json)."""
+    from trainer.checkpoint import CheckpointStore, resolve_resume
+    from trainer.report import StatusReporter
+    from trainer.plot import forecast_png
+
+    t0 = time.perf_counter()
+    endpoint = opts.s3_endpoint or spec.checkpoint.s3_endpoint
+    store = CheckpointStore(opts.output, endpoint=endpoint, keep_last=spec.checkpoint.keep_last,
+                            upload_deadline_s=spec.checkpoint.upload_deadline_seconds)
+    store.check()  # fail fast on credentials, bucket or URI, before any training
+    candles = load_all(spec, endpoint)
+    split = split_windows(candles, spec.data.input_window, spec.data.horizon, spec.data.validation_fraction,
+                          spec.model.quantiles)
+    device = resolve_device(spec.training.device)
+    trainer = Trainer(spec, split, device)
+    config = checkpoint_config(spec, split.stats, {"cut": str(split.cut.date())})
+    reporter = StatusReporter.from_env() if opts.report else StatusReporter.disabled()
+    progress = Progress(spec.training.epochs, 0, interactive=opts.interactive)
+
+    resumed = resolve_resume(store, opts.resume, spec, device)
+    best_state: dict[str, torch.Tensor] | None = None
+    if resumed is not None:
+        trainer.load_state_dict(resumed.state)
+        best_state = resumed.best_model
+        progress.log("resume", message=f"resuming from {resumed.uri} (epoch {trainer.loop.epoch}/"
+                     f"{spec.training.epochs})", uri=resumed.uri, epoch=trainer.loop.epoch)
+        if progress.bar is not None:
+            progress.bar.update(trainer.loop.epoch)
+    progress.log("start", message=f"{spec.symbol}: {len(split.train)} training and {len(split.val)} validation "
+                 f"windows, {count_parameters(trainer.model):,} parameters, device {device}",
+                 train_windows=len(split.train), val_windows=len(split.val), device=str(device))
+
+    stop = StopFlag()
+    restore_signals = stop.install()
+    latest_uri: str | None = None
+    try:
+        while not trainer.done:
+            e0 = time.perf_counter()
+            finished = trainer.train_epoch(stop)
+            if not finished:  # SIGTERM mid-epoch: checkpoint where we are and leave
+                uri = store.save(trainer.loop.epoch, trainer.state_dict(config), is_best=False)
+                store.flush(timeout=spec.checkpoint.grace_period_seconds)
+                progress.log("preempted", message=f"stopped by signal {stop.signum}; checkpoint {uri}", uri=uri)
+                raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
+            stats, is_best = trainer.finish_epoch(time.perf_counter() - e0)
+            if is_best:
+                best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            if stats.epoch % spec.checkpoint.every_epochs == 0 or is_best or trainer.done or stop:
+                state = trainer.state_dict(config)
+                state["best_model"] = best_state
+                latest_uri = store.save(stats.epoch, state, is_best=is_best)
+                stats.checkpoint = latest_uri
+                reporter.checkpoint(latest=latest_uri, best=store.uri("best.pt"), epoch=stats.epoch)
+            progress.epoch(stats)
+            eta = (spec.training.epochs - stats.epoch) * stats.seconds
+            reporter.progress(epoch=stats.epoch, total_epochs=stats.total_epochs, train_loss=stats.train_loss,
+                              val_loss=stats.val_loss, val_mase=stats.val_mase, best_val_loss=stats.best_val_loss,
+                              best_epoch=stats.best_epoch, samples_per_second=stats.samples_per_second,
+                              eta_seconds=eta)
+            if stop:
+                store.flush(timeout=spec.checkpoint.grace_period_seconds)
+                raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
+    finally:
+        restore_signals()
+        progress.close()
+
+    metrics, prices = final_metrics(trainer, best_state)
+    summary = {
+        "name": opts.name,
+        "symbol": spec.symbol,
+        "symbols": spec.all_symbols,
+        "epochs_run": trainer.loop.epoch,
+        "early_stopped": trainer.loop.epoch < spec.training.epochs,
+        "best_epoch": trainer.loop.best_epoch,
+        "best_val_loss": trainer.loop.best_val_loss,
+        "metrics": metrics,
+        "validation": {"start": str(split.cut.date()), "end": str(split.period[1].date())},
+        "wall_seconds": time.perf_counter() - t0,
+        "parameters": count_parameters(trainer.model),
+        "filled_days": {c.symbol: c.filled_days for c in candles},
+        "output": opts.output,
+        "history": trainer.loop.history,
+        "device": str(device),
+    }
+    final_state = trainer.state_dict(config)
+    final_state["best_model"] = best_state
+    buf = io.BytesIO()
+    torch.save(final_state, buf)
+    store.write_bytes("last.pt", buf.getvalue())
+    store.write_json("metrics.json", summary)
+    store.write_json("config.json", config)
+    store.write_bytes("forecast.png", forecast_png(split.val, prices, spec))
+    store.flush(timeout=spec.checkpoint.upload_deadline_seconds)
+    reporter.final({
+        "valMae": metrics["mae"], "valMase": metrics["mase"], "coverage80": metrics["coverage_80"],
+        "pinball": metrics["pinball"], "baselinePinball": metrics.get("baseline_pinball", 0.0),
+        "bestEpoch": trainer.loop.best_epoch, "wallSeconds": summary["wall_seconds"],
+        "parameters": summary["parameters"],
+    })
+    reporter.close()
+    store.close()
+    return summary
+
+
+def print_summary(summary: dict[str, Any], interactive: bool) -> str:
+    if interactive:
+        return summary_table(summary)
+    slim = {k: v for k, v in summary.items() if k != "history"}
+    return json.dumps({"event": "summary", **slim}, default=str)

@@ -1,0 +1,374 @@
+"""Object IO on a local directory or S3-compatible storage, behind one small interface.
+
+Why: checkpoints, metrics and the user's candles may live on local disk (a laptop run) or in a bucket (a
+cluster run on AWS, MinIO, SeaweedFS, Ceph). The trainer only ever needs put/get/list/delete of whole
+objects, so both backends implement the ``Storage`` protocol and everything above them is backend-agnostic.
+
+Guarantees:
+- Local writes go to a temp file in the same directory, are fsynced and renamed into place, so a reader (or
+  a crash) never sees a partial file. An S3 PUT is atomic by itself.
+- S3 calls use botocore's own retry modes and timeouts; credentials come only from the standard boto3 chain
+  (env, profile, IRSA) and the endpoint from the argument, else ``AWS_ENDPOINT_URL`` (read by boto3), else
+  AWS.
+- Errors are translated into ``StorageError`` subclasses whose messages name the bucket/endpoint/URI and the
+  S3 error code -- never a credential (we build every message ourselves from known-safe parts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
+_CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "InvalidClientTokenId",
+        "AuthorizationHeaderMalformed",
+    }
+)
+_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
+_MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class StorageError(Exception):
+    """Base of every storage failure; the message is safe to log (no credentials)."""
+
+
+class MalformedURIError(StorageError, ValueError):
+    """A URI that is neither a local path nor ``s3://bucket/prefix``."""
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket does not exist at the endpoint."""
+
+
+class CredentialsError(StorageError):
+    """No credentials, or S3 rejected them (wrong key id, wrong secret, expired token)."""
+
+
+class AccessDeniedError(StorageError):
+    """Credentials were accepted but lack permission for the bucket/prefix."""
+
+
+class StorageUnavailableError(StorageError):
+    """The endpoint could not be reached or kept failing after botocore's retries."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """The object or file does not exist."""
+
+
+@dataclass(frozen=True)
+class ParsedURI:
+    """``scheme='s3'``: bucket + key (no leading/trailing slash); ``scheme='file'``: key is the path."""
+
+    scheme: Literal["s3", "file"]
+    bucket: str
+    key: str
+
+
+def parse_uri(uri: str) -> ParsedURI:
+    """Split ``s3://bucket/key`` or a local path (``file://`` allowed); anything else is MalformedURIError."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise MalformedURIError(f"malformed URI {uri!r}: expected a local path or s3://bucket/prefix")
+    if uri.startswith("s3:") or uri.startswith("S3:"):
+        m = S3_URI_RE.match(uri)
+        if not m:
+            raise MalformedURIError(f"malformed URI {uri!r}: expected s3://bucket/prefix")
+        return ParsedURI("s3", m.group("bucket"), (m.group("key") or "").strip("/"))
+    if uri.startswith("file://"):
+        return ParsedURI("file", "", uri[len("file://") :])
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", uri):
+        raise MalformedURIError(
+            f"malformed URI {uri!r}: only local paths and s3://bucket/prefix are supported"
+        )
+    return ParsedURI("file", "", uri)
+
+
+class Storage(Protocol):
+    """Whole-object IO under a root (a directory or an S3 prefix); keys are '/'-separated and relative."""
+
+    @property
+    def root_uri(self) -> str: ...
+
+    def uri_for(self, key: str) -> str: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    def check(self, write: bool = True) -> None: ...
+
+
+class LocalStorage:
+    """A directory; writes are temp file + fsync + atomic rename (+ fsync of the directory)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def root_uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key if key else self.root
+
+    def uri_for(self, key: str) -> str:
+        return str(self._path(key))
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{self.uri_for(key)} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.endswith("/") else self.root
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def check(self, write: bool = True) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if write:
+                self.put(".write-probe", b"ok")
+                self.delete(".write-probe")
+        except OSError as exc:
+            raise StorageError(f"cannot write to checkpoint directory {self.root}: {exc.strerror}") from None
+
+
+def _client_config(
+    max_attempts: int,
+    connect_timeout: float,
+    read_timeout: float,
+    mode: Literal["standard", "adaptive"],
+    path_style: bool,
+) -> Any:
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": mode, "max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"} if path_style else None,
+    )
+
+
+class S3Storage:
+    """``s3://bucket/prefix`` on AWS or any S3-compatible endpoint; one thread-safe boto3 client."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint: str | None = None,
+        *,
+        max_attempts: int = 5,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        retry_mode: Literal["standard", "adaptive"] = "standard",
+    ) -> None:
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        env_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        self.endpoint_label = endpoint or env_endpoint or "AWS S3"
+        # boto3 sessions are not thread-safe; clients are. Build the client once, here.
+        config = _client_config(
+            max_attempts, connect_timeout, read_timeout, retry_mode, path_style=bool(endpoint or env_endpoint)
+        )
+        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=config)
+
+    @property
+    def root_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def _translate(self, exc: Exception, what: str) -> StorageError:
+        return translate_s3_error(exc, what, self.bucket, self.endpoint_label)
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:
+            raise self._translate(exc, f"uploading {self.uri_for(key)}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return body
+        except Exception as exc:
+            raise self._translate(exc, f"reading {self.uri_for(key)}") from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:
+            err = self._translate(exc, f"checking {self.uri_for(key)}")
+            if isinstance(err, ObjectNotFoundError):
+                return False
+            raise err from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._translate(exc, f"deleting {self.uri_for(key)}") from exc
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(f"{self.prefix}/") if self.prefix else 0
+        keys: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            ):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise self._translate(exc, f"listing {self.uri_for(prefix)}") from exc
+        return sorted(keys)
+
+    def check(self, write: bool = True) -> None:
+        """Fail fast: the bucket exists, the credentials are accepted, (``write``) a probe can be written."""
+        what = f"checking {self.root_uri}"
+        try:
+            # A GET (not HEAD) so that the error body carries the code: NoSuchBucket vs SignatureDoesNotMatch.
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1)
+            if write:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(".write-probe"), Body=b"ok")
+                with contextlib.suppress(Exception):
+                    self.client.delete_object(Bucket=self.bucket, Key=self._key(".write-probe"))
+        except Exception as exc:
+            raise self._translate(exc, what) from exc
+
+
+def translate_s3_error(exc: Exception, what: str, bucket: str, endpoint: str) -> StorageError:
+    """A botocore exception as a StorageError; the message uses only codes, names and the endpoint."""
+    from botocore import exceptions as bce
+
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return CredentialsError(
+            f"{what}: no S3 credentials found (boto3 chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            f"AWS_PROFILE, IRSA web identity) for endpoint {endpoint}"
+        )
+    if isinstance(exc, bce.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _CREDENTIAL_CODES:
+            return CredentialsError(
+                f"{what}: S3 rejected the credentials ({code}) for endpoint {endpoint}; check "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the s3CredentialsSecret"
+            )
+        if code in _MISSING_BUCKET_CODES:
+            return BucketNotFoundError(f"{what}: bucket '{bucket}' does not exist at endpoint {endpoint}")
+        if code in _MISSING_KEY_CODES:
+            return ObjectNotFoundError(f"{what}: object does not exist ({code})")
+        if code in {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}:
+            return AccessDeniedError(
+                f"{what}: access denied ({code}) to bucket '{bucket}' at endpoint {endpoint}"
+            )
+        return StorageUnavailableError(f"{what}: S3 error {code} (HTTP {status}) at endpoint {endpoint}")
+    if isinstance(
+        exc,
+        bce.EndpointConnectionError
+        | bce.ConnectTimeoutError
+        | bce.ReadTimeoutError
+        | bce.ConnectionClosedError
+        | bce.HTTPClientError,
+    ):
+        return StorageUnavailableError(f"{what}: cannot reach S3 endpoint {endpoint} ({type(exc).__name__})")
+    if isinstance(exc, bce.ParamValidationError | bce.InvalidEndpointDiscoveryConfigurationError):
+        return StorageError(f"{what}: invalid S3 request at endpoint {endpoint} ({type(exc).__name__})")
+    if isinstance(exc, bce.BotoCoreError | OSError):
+        return StorageUnavailableError(f"{what}: S3 failure at endpoint {endpoint} ({type(exc).__name__})")
+    return StorageError(f"{what}: unexpected {type(exc).__name__} at endpoint {endpoint}")
+
+
+def storage_for(uri: str, endpoint: str | None = None, **s3_options: Any) -> Storage:
+    """The backend for a root URI: ``LocalStorage`` for a path, ``S3Storage`` for ``s3://bucket/prefix``."""
+    parsed = parse_uri(uri)
+    if parsed.scheme == "s3":
+        return S3Storage(parsed.bucket, parsed.key, endpoint, **s3_options)
+    return LocalStorage(parsed.key)
+
+
+def _split_object(uri: str, endpoint: str | None) -> tuple[Storage, str]:
+    parsed = parse_uri(uri)
+    if parsed.scheme == "s3":
+        if not parsed.key or parsed.key.endswith("/"):
+            raise MalformedURIError(f"malformed URI {uri!r}: expected s3://bucket/key of an object")
+        return S3Storage(parsed.bucket, "", endpoint), parsed.key
+    path = Path(parsed.key)
+    return LocalStorage(path.parent), path.name
+
+
+def read_bytes(uri: str, endpoint: str | None = None) -> bytes:
+    """The bytes of ``s3://bucket/key`` or a local file (used by the data loader for CSV/Parquet)."""
+    storage, key = _split_object(uri, endpoint)
+    return storage.get(key)
+
+
+def open_uri(uri: str, endpoint: str | None = None) -> bytes:
+    """Alias of ``read_bytes`` (``pd.read_csv(io.BytesIO(open_uri(uri)))``)."""
+    return read_bytes(uri, endpoint)
+
+
+def write_bytes(uri: str, data: bytes, endpoint: str | None = None) -> None:
+    """Write a whole object/file atomically (local: temp + fsync + rename)."""
+    storage, key = _split_object(uri, endpoint)
+    storage.put(key, data)

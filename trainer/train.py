@@ -1,0 +1,332 @@
+"""The training loop: small and readable (nanoGPT-style), resumable bit for bit, fast on CPU and GPU.
+
+Why it looks like this:
+* All windows live on the device as tensors; a batch is an index into them, so there is no DataLoader, no per-batch
+  host work and (on CUDA) no host sync inside an epoch. Losses are summed on the device and read once per epoch.
+* On CUDA the whole train step (forward, backward, clipping, AdamW with ``capturable=True``) is captured once as a
+  CUDA graph and replayed per batch: the model is small, so eager PyTorch would be launch-bound. On CPU the same
+  step runs eagerly.
+* The learning rate is a pure function of the step (linear warm-up, cosine decay), so resuming needs only the step.
+* The state of everything random is saved with each checkpoint, and each epoch's shuffle comes from its own
+  generator seeded with (seed, epoch), so a run interrupted at any batch and resumed ends with the same weights as
+  an uninterrupted one (on CPU, bit for bit).
+* Early stopping watches the validation pinball loss; the best weights are kept and evaluated at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from trainer import exitcodes
+from trainer.dataset import Split, Windows
+from trainer.engine import build_model, predict_scaled, seed_everything, to_prices
+from trainer.metrics import forecast_metrics
+from trainer.model import QuantileLoss, TemporalFusionTransformer
+from trainer.spec import TrainingRunSpec
+
+
+class TrainingAborted(RuntimeError):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class CheckpointSink(Protocol):
+    def save(self, epoch: int, state: dict[str, Any], *, is_best: bool) -> str: ...
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    total_epochs: int
+    train_loss: float
+    val_loss: float
+    val_mase: float
+    samples_per_second: float
+    best_val_loss: float
+    best_epoch: int
+    seconds: float
+    checkpoint: str | None = None
+
+
+@dataclass
+class LoopState:
+    """Everything beyond the weights that a resume must restore."""
+
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches completed within the current epoch (non-zero only after a SIGTERM checkpoint)
+    step: int = 0  # optimizer steps so far (drives the LR schedule)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best (early stopping)
+    train_loss_sum: float = 0.0  # partial sum of the current epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "python": [int(x) for x in random.getstate()[1]],
+        "python_pos": int(random.getstate()[1][-1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = np.frombuffer(state["numpy"].numpy().tobytes(), dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+    random.setstate((3, tuple(int(x) for x in state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop finishes its current step, checkpoints and leaves."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.when = 0.0
+
+    def install(self) -> Callable[[], None]:
+        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(signum: int, _frame: object) -> None:
+            if self.signum is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C means now
+            self.signum, self.when = signum, time.monotonic()
+
+        for s in old:
+            signal.signal(s, handler)
+        return lambda: [signal.signal(s, h) for s, h in old.items()] and None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+class Trainer:
+    def __init__(self, spec: TrainingRunSpec, split: Split, device: torch.device):
+        self.spec = spec
+        self.device = device
+        t = spec.training
+        seed_everything(t.seed)
+        self.model: TemporalFusionTransformer = build_model(spec).to(device)
+        self.criterion = QuantileLoss(spec.model.quantiles).to(device)
+        self.train = split.train.to(device)
+        self.val = split.val.to(device)
+        self.val_band = np.asarray(split.stats[spec.symbol].band)
+        self.batch_size = min(t.batch_size, len(self.train))
+        self.batches_per_epoch = len(self.train) // self.batch_size  # drop_last: fixed shapes for the CUDA graph
+        self.total_steps = self.batches_per_epoch * t.epochs
+        self.warmup_steps = self.batches_per_epoch * t.warmup_epochs
+        capturable = device.type == "cuda"
+        lr: float | torch.Tensor = torch.tensor(t.learning_rate, device=device) if capturable else t.learning_rate
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=lr, weight_decay=t.weight_decay, capturable=capturable, fused=True
+        )
+        self.loop = LoopState()
+        self._graph: _GraphedStep | None = None
+
+    # --- state -------------------------------------------------------------------------------------------------
+    def state_dict(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loop": self.loop.to_dict(),
+            "rng": rng_state(),
+            "config": config,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loop = LoopState(**state["loop"])
+        set_rng_state(state["rng"])
+
+    # --- one epoch ---------------------------------------------------------------------------------------------
+    def _set_lr(self) -> None:
+        lr = lr_at(self.loop.step, self.total_steps, self.warmup_steps, self.spec.training.learning_rate)
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def _eager_step(self, idx: torch.Tensor) -> torch.Tensor:
+        w = self.train
+        pred = self.model(w.observed[idx], w.known[idx], w.symbol[idx])  # (B, H, Q)
+        loss = self.criterion(pred, w.target[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.training.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.spec.training.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train), generator=g).to(self.device)
+
+    def train_epoch(self, stop: StopFlag) -> bool:
+        """Run the rest of the current epoch; False if stopped by a signal part-way."""
+        self.model.train()
+        perm = self.permutation(self.loop.epoch)
+        B = self.batch_size
+        loss_sum = torch.tensor(self.loop.train_loss_sum, device=self.device)
+        if self.device.type == "cuda" and self._graph is None:
+            self._graph = _GraphedStep(self)
+        for b in range(self.loop.batch, self.batches_per_epoch):
+            idx = perm[b * B : (b + 1) * B]
+            self._set_lr()
+            loss = self._graph.step(idx) if self._graph is not None else self._eager_step(idx)
+            loss_sum += loss
+            self.loop.step += 1
+            self.loop.batch = b + 1
+            if stop and self.loop.batch < self.batches_per_epoch:
+                self.loop.train_loss_sum = float(loss_sum)
+                return False
+        self.loop.train_loss_sum = float(loss_sum)
+        return True
+
+    def evaluate(self) -> tuple[float, dict[str, Any]]:
+        scaled = predict_scaled(self.model, self.val)  # (N, H, Q)
+        val_loss = float(self.criterion(scaled, self.val.target))
+        prices = to_prices(scaled, self.val)
+        metrics = forecast_metrics(prices, self.val.future_close, self.val.last_close, self.spec.model.quantiles,
+                                   self.val_band)
+        return val_loss, metrics
+
+    def finish_epoch(self, seconds: float) -> tuple[EpochStats, bool]:
+        """Validate, update early stopping; returns the epoch's stats and whether it is the best so far."""
+        val_loss, metrics = self.evaluate()
+        train_loss = self.loop.train_loss_sum / max(1, self.batches_per_epoch)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise TrainingAborted(
+                f"loss became {train_loss if not math.isfinite(train_loss) else val_loss} at epoch "
+                f"{self.loop.epoch + 1}; lower training.learningRate or training.gradClip",
+                exitcodes.NAN_LOSS,
+            )
+        self.loop.epoch += 1
+        self.loop.batch = 0
+        self.loop.train_loss_sum = 0.0
+        is_best = val_loss < self.loop.best_val_loss
+        if is_best:
+            self.loop.best_val_loss, self.loop.best_epoch, self.loop.bad_epochs = val_loss, self.loop.epoch, 0
+        else:
+            self.loop.bad_epochs += 1
+        self.loop.history.append(
+            {"epoch": self.loop.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mase": metrics["mase"]}
+        )
+        stats = EpochStats(
+            epoch=self.loop.epoch,
+            total_epochs=self.spec.training.epochs,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_mase=float(metrics["mase"]),
+            samples_per_second=self.batches_per_epoch * self.batch_size / max(seconds, 1e-9),
+            best_val_loss=self.loop.best_val_loss,
+            best_epoch=self.loop.best_epoch,
+            seconds=seconds,
+        )
+        return stats, is_best
+
+    @property
+    def done(self) -> bool:
+        return (
+            self.loop.epoch >= self.spec.training.epochs
+            or self.loop.bad_epochs >= self.spec.training.early_stopping_patience
+        )
+
+
+class _GraphedStep:
+    """The train step captured once as a CUDA graph (static input buffers, replayed per batch)."""
+
+    def __init__(self, trainer: Trainer):
+        self.t = trainer
+        w, B = trainer.train, trainer.batch_size
+        self.idx = torch.zeros(B, dtype=torch.int64, device=trainer.device)
+        self.obs = w.observed[:B].clone()
+        self.known = w.known[:B].clone()
+        self.sym = w.symbol[:B].clone()
+        self.target = w.target[:B].clone()
+        model, opt = trainer.model, trainer.optimizer
+        # Warm up on a side stream (allocator, cuDNN plans, lazily created optimizer state), then put weights and
+        # optimizer state back *in place*: the graph holds their addresses, so nothing may be re-allocated.
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        saved_opt = {id(p): {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
+                     for p, s in opt.state.items()}
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self._body()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=False)
+        with torch.cuda.graph(self.graph):
+            self.loss = self._body()
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+            for p, s in opt.state.items():
+                for k, v in s.items():
+                    if isinstance(v, torch.Tensor):
+                        v.copy_(saved_opt[id(p)][k]) if id(p) in saved_opt else v.zero_()
+
+    def _body(self) -> torch.Tensor:
+        t = self.t
+        pred = t.model(self.obs, self.known, self.sym)
+        loss = t.criterion(pred, self.target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.spec.training.grad_clip)
+        t.optimizer.step()
+        t.optimizer.zero_grad(set_to_none=False)
+        return loss.detach()
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        w = self.t.train
+        torch.index_select(w.observed, 0, idx, out=self.obs)
+        torch.index_select(w.known, 0, idx, out=self.known)
+        torch.index_select(w.symbol, 0, idx, out=self.sym)
+        torch.index_select(w.target, 0, idx, out=self.target)
+        self.graph.replay()
+        return self.loss.clone()
+
+
+def final_metrics(trainer: Trainer, best_state: dict[str, torch.Tensor] | None) -> tuple[dict[str, Any], np.ndarray]:
+    """Load the best weights and evaluate them on the validation period: (metrics, price quantiles)."""
+    if best_state is not None:
+        trainer.model.load_state_dict(best_state)
+    scaled = predict_scaled(trainer.model, trainer.val)
+    prices = to_prices(scaled, trainer.val)
+    m = forecast_metrics(prices, trainer.val.future_close, trainer.val.last_close, trainer.spec.model.quantiles,
+                         trainer.val_band)
+    m["val_loss"] = float(trainer.criterion(scaled, trainer.val.target))
+    return m, prices
+
+
+def window_targets(w: Windows) -> np.ndarray:
+    return w.future_close
