@@ -3,3 +3,5 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+pytest_plugins = ["tests.s3server", "tests.kubeemu.fixtures"]

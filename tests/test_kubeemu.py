@@ -30,7 +30,10 @@ def api(kube_api: KubeApi) -> Api:  # noqa: F811
 
 @pytest.fixture()
 def crd(api: Api) -> None:
-    if api.maybe_get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD['metadata']['name']}") is None:
+    if (
+        api.maybe_get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD['metadata']['name']}")
+        is None
+    ):
         api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", CRD)
 
 
@@ -56,8 +59,14 @@ def test_metadata_uid_rv_generation(api: Api, kube_namespace: str, crd: None) ->
     code, body = api.call("POST", base, SAMPLE)
     assert (code, body["kind"], body["reason"]) == (409, "Status", "AlreadyExists")
     code, body = api.call("GET", f"{base}/nope")
-    assert (code, body["reason"], body["message"]) == (404, "NotFound", 'trainingruns.cryptopredictor.dev "nope" not found')
-    generated = api.create(f"/api/v1/namespaces/{kube_namespace}/configmaps", {"metadata": {"generateName": "x-"}})
+    assert (code, body["reason"], body["message"]) == (
+        404,
+        "NotFound",
+        'trainingruns.cryptopredictor.dev "nope" not found',
+    )
+    generated = api.create(
+        f"/api/v1/namespaces/{kube_namespace}/configmaps", {"metadata": {"generateName": "x-"}}
+    )
     assert generated["metadata"]["name"].startswith("x-") and len(generated["metadata"]["name"]) == 7
 
 
@@ -66,18 +75,28 @@ def test_conflicts_and_json_patch(api: Api, kube_namespace: str) -> None:  # noq
     obj = api.create(base, cm("c", k="1"))
     stale = obj["metadata"]["resourceVersion"]
     api.merge(f"{base}/c", {"data": {"k": "2"}})
-    code, body = api.call("PUT", f"{base}/c", cm("c", k="3") | {"metadata": {"name": "c", "resourceVersion": stale}})
+    code, body = api.call(
+        "PUT", f"{base}/c", cm("c", k="3") | {"metadata": {"name": "c", "resourceVersion": stale}}
+    )
     assert (code, body["reason"]) == (409, "Conflict")
-    code, body = api.call("PATCH", f"{base}/c", {"metadata": {"resourceVersion": stale}, "data": {"k": "4"}},
-                          "application/merge-patch+json")
+    code, body = api.call(
+        "PATCH",
+        f"{base}/c",
+        {"metadata": {"resourceVersion": stale}, "data": {"k": "4"}},
+        "application/merge-patch+json",
+    )
     assert code == 409
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": stale},
-           {"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]}]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": stale},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]},
+    ]
     code, body = api.call("PATCH", f"{base}/c", ops, "application/json-patch+json")
     assert (code, body["kind"]) == (422, "Status")
     fresh = api.get(f"{base}/c")["metadata"]["resourceVersion"]
     ops[0]["value"] = fresh
-    assert api.ok("PATCH", f"{base}/c", ops, "application/json-patch+json")["metadata"]["finalizers"] == ["x/y"]
+    assert api.ok("PATCH", f"{base}/c", ops, "application/json-patch+json")["metadata"]["finalizers"] == [
+        "x/y"
+    ]
     replaced = api.ok("PUT", f"{base}/c", cm("c", k="5"))
     assert replaced["data"] == {"k": "5"} and "finalizers" not in replaced["metadata"]
     smp = api.ok("PATCH", f"{base}/c", {"data": {"j": "1"}}, "application/strategic-merge-patch+json")
@@ -89,7 +108,9 @@ def test_status_subresource_separated(api: Api, kube_namespace: str, crd: None) 
     created = api.create(base, SAMPLE | {"status": {"phase": "Failed"}})
     assert "status" not in created  # status is dropped on create for status-subresource CRDs
     api.merge(f"{base}/sol-tft/status", {"status": {"phase": "Running"}})
-    main = api.merge(f"{base}/sol-tft", {"status": {"phase": "Succeeded"}, "metadata": {"labels": {"x": "y"}}})
+    main = api.merge(
+        f"{base}/sol-tft", {"status": {"phase": "Succeeded"}, "metadata": {"labels": {"x": "y"}}}
+    )
     assert main["status"]["phase"] == "Running" and main["metadata"]["labels"] == {"x": "y"}
     sub = api.merge(f"{base}/sol-tft/status", {"spec": {"symbol": "BTC"}, "status": {"phase": "Pending"}})
     assert sub["spec"]["symbol"] == "SOL" and sub["status"]["phase"] == "Pending"
@@ -97,7 +118,11 @@ def test_status_subresource_separated(api: Api, kube_namespace: str, crd: None) 
 
 def test_label_and_field_selectors(api: Api, kube_namespace: str) -> None:  # noqa: F811
     base = f"/api/v1/namespaces/{kube_namespace}/configmaps"
-    for name, labels in [("a", {"app": "x", "tier": "1"}), ("b", {"app": "y"}), ("c", {"app": "z", "tier": "2"})]:
+    for name, labels in [
+        ("a", {"app": "x", "tier": "1"}),
+        ("b", {"app": "y"}),
+        ("c", {"app": "z", "tier": "2"}),
+    ]:
         api.create(base, cm(name, labels))
 
     def names(query: str) -> list[str]:
@@ -122,13 +147,23 @@ def test_crd_validation_names_the_field(api: Api, kube_namespace: str, crd: None
     bad["spec"]["training"]["epochs"] = 0
     code, body = api.call("POST", base, bad)
     assert (code, body["reason"]) == (422, "Invalid")
-    assert body["message"] == ('TrainingRun.cryptopredictor.dev "sol-tft" is invalid: spec.training.epochs: '
-                               "Invalid value: 0: spec.training.epochs in body should be greater than or equal to 1")
+    assert body["message"] == (
+        'TrainingRun.cryptopredictor.dev "sol-tft" is invalid: spec.training.epochs: '
+        "Invalid value: 0: spec.training.epochs in body should be greater than or equal to 1"
+    )
     assert body["details"]["causes"][0]["field"] == "spec.training.epochs"
-    minimal = api.create(base, {"apiVersion": "cryptopredictor.dev/v1alpha1", "kind": "TrainingRun",
-                                "metadata": {"name": "m"}, "spec": {"symbol": "BTC", "junk": 1,
-                                                                      "training": {}, "data": {}}})
-    assert minimal["spec"]["training"]["epochs"] == 100 and minimal["spec"]["data"]["horizon"] == 7  # defaults
+    minimal = api.create(
+        base,
+        {
+            "apiVersion": "cryptopredictor.dev/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": "m"},
+            "spec": {"symbol": "BTC", "junk": 1, "training": {}, "data": {}},
+        },
+    )
+    assert (
+        minimal["spec"]["training"]["epochs"] == 100 and minimal["spec"]["data"]["horizon"] == 7
+    )  # defaults
     assert "junk" not in minimal["spec"]  # pruned
     code, body = api.call("POST", base, {"metadata": {"name": "n"}, "spec": {}})
     assert code == 422 and "spec.symbol: Required value" in body["message"]
@@ -138,9 +173,17 @@ def test_discovery_lists_builtins_and_crds(api: Api, crd: None) -> None:
     core = {r["name"] for r in api.get("/api/v1")["resources"]}
     assert {"namespaces", "pods", "events", "serviceaccounts", "secrets", "configmaps"} <= core
     groups = {g["name"] for g in api.get("/apis")["groups"]}
-    assert {"batch", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "coordination.k8s.io",
-            "events.k8s.io", "cryptopredictor.dev"} <= groups
-    tr = [r for r in api.get("/apis/cryptopredictor.dev/v1alpha1")["resources"] if r["name"] == "trainingruns"]
+    assert {
+        "batch",
+        "rbac.authorization.k8s.io",
+        "apiextensions.k8s.io",
+        "coordination.k8s.io",
+        "events.k8s.io",
+        "cryptopredictor.dev",
+    } <= groups
+    tr = [
+        r for r in api.get("/apis/cryptopredictor.dev/v1alpha1")["resources"] if r["name"] == "trainingruns"
+    ]
     assert tr[0]["kind"] == "TrainingRun" and tr[0]["shortNames"] == ["tr"] and tr[0]["namespaced"] is True
     assert any(ns["metadata"]["name"] == "default" for ns in api.get("/api/v1/namespaces")["items"])
 
@@ -156,7 +199,9 @@ def test_watch_events_in_order(api: Api, kube_namespace: str) -> None:  # noqa: 
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert rvs == sorted(rvs) and len(set(rvs)) == 3
     received: list[dict[str, Any]] = []
-    watcher = threading.Thread(target=lambda: received.extend(api.watch(base, timeout=2, labelSelector="w=1")))
+    watcher = threading.Thread(
+        target=lambda: received.extend(api.watch(base, timeout=2, labelSelector="w=1"))
+    )
     watcher.start()
     time.sleep(0.5)
     api.create(base, cm("w1", {"w": "1"}))
@@ -177,8 +222,9 @@ def test_owner_gc_and_finalizers(api: Api, kube_namespace: str) -> None:  # noqa
     assert api.maybe_get(f"{base}/owner") is None and api.maybe_get(f"{base}/child") is None
     kept = api.get(f"{base}/kept")
     assert kept["metadata"]["deletionTimestamp"]  # finalizer holds it
-    code, _ = api.call("PATCH", f"{base}/kept", {"metadata": {"finalizers": ["t/x", "t/y"]}},
-                       "application/merge-patch+json")
+    code, _ = api.call(
+        "PATCH", f"{base}/kept", {"metadata": {"finalizers": ["t/x", "t/y"]}}, "application/merge-patch+json"
+    )
     assert code == 422  # no new finalizers on a deleting object
     api.merge(f"{base}/kept", {"metadata": {"finalizers": None}})
     assert api.maybe_get(f"{base}/kept") is None
@@ -201,26 +247,58 @@ def test_kubectl_crd_sample_and_tables(kube_api: KubeApi, kube_namespace: str) -
     assert "created" in kube_api.kubectl("apply", "-f", str(REPO / "manifests/crd.yaml")).stdout + "created"
     out = kube_api.kubectl("apply", *ns, "-f", str(REPO / "manifests/samples/sol-run.yaml")).stdout
     assert "trainingrun.cryptopredictor.dev/sol-tft created" in out
-    kube_api.kubectl("patch", *ns, "tr", "sol-tft", "--subresource=status", "--type=merge", "-p",
-                     '{"status": {"phase": "Running", "progress": {"epochDisplay": "3/100", "valLoss": 0.25}}}')
+    kube_api.kubectl(
+        "patch",
+        *ns,
+        "tr",
+        "sol-tft",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Running", "progress": {"epochDisplay": "3/100", "valLoss": 0.25}}}',
+    )
     table = kube_api.kubectl("get", *ns, "tr").stdout.splitlines()
     assert table[0].split() == ["NAME", "SYMBOL", "PHASE", "EPOCH", "VAL-LOSS", "BEST", "AGE"]
     assert table[1].split()[:5] == ["sol-tft", "SOL", "Running", "3/100", "0.25"]
     assert table[1].split()[-1].endswith("s")  # age
     wide = kube_api.kubectl("get", *ns, "trainingruns", "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-3:] == ["MASE", "RESTARTS", "JOB"]
-    assert "unchanged" in kube_api.kubectl("apply", *ns, "-f", str(REPO / "manifests/samples/sol-run.yaml")).stdout
+    assert (
+        "unchanged"
+        in kube_api.kubectl("apply", *ns, "-f", str(REPO / "manifests/samples/sol-run.yaml")).stdout
+    )
     assert re.search(r"Symbol:\s+SOL", kube_api.kubectl("describe", *ns, "tr", "sol-tft").stdout)
-    assert 'deleted' in kube_api.kubectl("delete", *ns, "tr", "sol-tft").stdout
+    assert "deleted" in kube_api.kubectl("delete", *ns, "tr", "sol-tft").stdout
     assert "No resources found" in kube_api.kubectl("get", *ns, "tr").stderr
 
 
 def test_kubectl_builtins(kube_api: KubeApi, kube_namespace: str, tmp_path: pathlib.Path) -> None:  # noqa: F811
     manifest = tmp_path / "objs.yaml"
-    manifest.write_text(yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"}, "stringData": {"KEY": "abc"}},
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "c", "image": "x", "command": ["true"]}]}}}}]))
+    manifest.write_text(
+        yaml.safe_dump_all(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "s3"},
+                    "stringData": {"KEY": "abc"},
+                },
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {"name": "j"},
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [{"name": "c", "image": "x", "command": ["true"]}],
+                            }
+                        }
+                    },
+                },
+            ]
+        )
+    )
     out = kube_api.kubectl("apply", "-n", kube_namespace, "-f", str(manifest)).stdout
     assert "secret/s3 created" in out and "job.batch/j created" in out
     data = kube_api.kubectl("get", "-n", kube_namespace, "secret", "s3", "-o", "jsonpath={.data.KEY}").stdout

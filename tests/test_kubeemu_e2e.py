@@ -17,18 +17,23 @@ from tests.kubeemu.client import Api
 from tests.kubeemu.fixtures import KubeApi, kube_api, kube_namespace  # noqa: F401
 from tests.kubeemu.kubelet import Kubelet, default_env
 
-OPERATOR = '''
+OPERATOR = """
 import kopf
 
 @kopf.on.create("", "v1", "configmaps", labels={"smoke": "yes"})
 def create_child(body, namespace, name, **_):
-    child = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name + "-child"}, "stringData": {"a": "b"}}
+    child = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name + "-child"},
+             "stringData": {"a": "b"}}
     kopf.adopt(child, owner=body)
     import kubernetes
     kubernetes.config.load_kube_config()
     kubernetes.client.CoreV1Api().create_namespaced_secret(namespace, child)
     return {"child": name + "-child"}
-'''
+
+@kopf.on.delete("", "v1", "configmaps", labels={"smoke": "yes"})
+def delete_parent(name, logger, **_):
+    logger.info("deleting %s", name)
+"""
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30) -> Any:
@@ -41,8 +46,12 @@ def wait_for(check: Callable[[], Any], timeout: float = 30) -> Any:
 
 
 @pytest.mark.slow
-def test_kopf_operator_smoke(kube_api: KubeApi, kube_namespace: str, tmp_path: pathlib.Path,  # noqa: F811
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kopf_operator_smoke(
+    kube_api: KubeApi,  # noqa: F811
+    kube_namespace: str,  # noqa: F811
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from kopf.testing import KopfRunner
 
     api = kube_api.api
@@ -58,22 +67,50 @@ def test_kopf_operator_smoke(kube_api: KubeApi, kube_namespace: str, tmp_path: p
         ref = child["metadata"]["ownerReferences"][0]
         assert ref["uid"] == parent["metadata"]["uid"] and ref["kind"] == "ConfigMap" and ref["controller"]
         assert child["metadata"]["namespace"] == kube_namespace
-        wait_for(lambda: "kopf.zalando.org/KopfFinalizerMarker" in
-                 (api.get(f"{base}/parent")["metadata"].get("finalizers") or []))
-        wait_for(lambda: json.loads(api.get(f"{base}/parent")["metadata"].get("annotations", {}).get(
-            "kopf.zalando.org/last-handled-configuration", "null")))
+        wait_for(
+            lambda: (
+                "kopf.zalando.org/KopfFinalizerMarker"
+                in (api.get(f"{base}/parent")["metadata"].get("finalizers") or [])
+            )
+        )
+        wait_for(
+            lambda: json.loads(
+                api.get(f"{base}/parent")["metadata"]
+                .get("annotations", {})
+                .get("kopf.zalando.org/last-handled-configuration", "null")
+            )
+        )
         api.delete(f"{base}/parent")
         wait_for(lambda: api.maybe_get(f"{base}/parent") is None)  # kopf removed its finalizer
         wait_for(lambda: api.maybe_get(f"/api/v1/namespaces/{kube_namespace}/secrets/parent-child") is None)
     assert runner.exit_code == 0, runner.output
     assert "Handler 'create_child' succeeded" in runner.output
+    assert "Handler 'delete_parent' succeeded" in runner.output
 
 
 def job(name: str, code: str, backoff: int = 0, env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"e2e": "yes"}},
-            "spec": {"backoffLimit": backoff, "template": {"spec": {"restartPolicy": "Never", "containers": [
-                {"name": "main", "image": "trainer", "command": [sys.executable, "-c"], "args": [code],
-                 "env": env or []}]}}}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {"e2e": "yes"}},
+        "spec": {
+            "backoffLimit": backoff,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "trainer",
+                            "command": [sys.executable, "-c"],
+                            "args": [code],
+                            "env": env or [],
+                        }
+                    ],
+                }
+            },
+        },
+    }
 
 
 def conditions(api: Api, path: str) -> dict[str, str]:
@@ -84,15 +121,20 @@ def conditions(api: Api, path: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_kubelet_runs_jobs(kube_api: KubeApi, kube_namespace: str, tmp_path: pathlib.Path) -> None:  # noqa: F811
     api, jobs = kube_api.api, f"/apis/batch/v1/namespaces/{kube_namespace}/jobs"
-    api.create(f"/api/v1/namespaces/{kube_namespace}/secrets",
-               {"metadata": {"name": "creds"}, "stringData": {"key": "s3cr3t"}})
+    api.create(
+        f"/api/v1/namespaces/{kube_namespace}/secrets",
+        {"metadata": {"name": "creds"}, "stringData": {"key": "s3cr3t"}},
+    )
     out = tmp_path / "out.txt"
-    env = [{"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "key"}}},
-           {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-           {"name": "OUT", "value": str(out)}]
+    env = [
+        {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "key"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "OUT", "value": str(out)},
+    ]
     code = "import os; open(os.environ['OUT'], 'w').write(os.environ['SECRET'] + ' ' + os.environ['POD'])"
-    with Kubelet(api, tmp_path / "kubelet", extra_env=default_env(), label_selector="e2e=yes",
-                 namespace=kube_namespace) as kubelet:
+    with Kubelet(
+        api, tmp_path / "kubelet", extra_env=default_env(), label_selector="e2e=yes", namespace=kube_namespace
+    ) as kubelet:
         api.create(jobs, job("ok", code, env=env))
         api.create(jobs, job("bad", "import sys; sys.exit(3)", backoff=2))
         api.create(jobs, job("slow", "import time; time.sleep(60)", backoff=1))

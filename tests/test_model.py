@@ -24,8 +24,15 @@ SHAPES = [(1, 8, 1), (1, 60, 7), (3, 20, 5), (64, 60, 7), (5, 90, 14)]
 
 def make(L: int, H: int, heads: int = 4, n_symbols: int = 3) -> TemporalFusionTransformer:
     torch.manual_seed(0)
-    return TemporalFusionTransformer(n_observed=9, n_known=5, n_symbols=n_symbols, horizon=H, hidden_size=D,
-                                     attention_heads=heads, dropout=0.1)
+    return TemporalFusionTransformer(
+        n_observed=9,
+        n_known=5,
+        n_symbols=n_symbols,
+        horizon=H,
+        hidden_size=D,
+        attention_heads=heads,
+        dropout=0.1,
+    )
 
 
 @pytest.mark.parametrize(("B", "L", "H"), SHAPES)
@@ -38,10 +45,23 @@ def test_block_boundaries(B: int, L: int, H: int) -> None:
         def f(_m, _inp, out):  # type: ignore[no-untyped-def]
             first = out[0] if isinstance(out, tuple) else out
             seen[name] = tuple(first.shape)
+
         return f
 
-    for name in ("static", "encoder_vsn", "decoder_vsn", "encoder_lstm", "decoder_lstm", "lstm_gate",
-                 "static_enrichment", "attention", "attention_gate", "positionwise", "output_gate", "head"):
+    for name in (
+        "static",
+        "encoder_vsn",
+        "decoder_vsn",
+        "encoder_lstm",
+        "decoder_lstm",
+        "lstm_gate",
+        "static_enrichment",
+        "attention",
+        "attention_gate",
+        "positionwise",
+        "output_gate",
+        "head",
+    ):
         getattr(model, name).register_forward_hook(hook(name))
     out = model(obs, known, sym)
     assert out.shape == (B, H, 3)

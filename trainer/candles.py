@@ -23,9 +23,23 @@ import pandas as pd
 COLUMNS = ["open", "high", "low", "close", "volume"]
 # Known extra columns that are dropped silently (anything else is an error naming the column).
 _IGNORED = {
-    "adj close", "adj_close", "adjclose", "close_time", "quote_asset_volume", "quote_volume", "number_of_trades",
-    "trades", "taker_buy_base_asset_volume", "taker_buy_quote_asset_volume", "taker_buy_base_volume",
-    "taker_buy_quote_volume", "ignore", "symbol", "ticker", "dividends", "stock splits",
+    "adj close",
+    "adj_close",
+    "adjclose",
+    "close_time",
+    "quote_asset_volume",
+    "quote_volume",
+    "number_of_trades",
+    "trades",
+    "taker_buy_base_asset_volume",
+    "taker_buy_quote_asset_volume",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+    "symbol",
+    "ticker",
+    "dividends",
+    "stock splits",
 }
 _DATE_NAMES = ("date", "timestamp", "time", "datetime")
 _KLINE_NAMES = ("open_time", "opentime")
@@ -104,8 +118,11 @@ def _normalise_columns(df: pd.DataFrame, name: str) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{name}: missing column(s) {', '.join(missing)}; need date,{','.join(COLUMNS)}")
-    unknown = [c for c in df.columns if c not in (*COLUMNS, date_col) and c not in _IGNORED
-               and not c.startswith("unnamed")]
+    unknown = [
+        c
+        for c in df.columns
+        if c not in (*COLUMNS, date_col) and c not in _IGNORED and not c.startswith("unnamed")
+    ]
     other_dates = [c for c in unknown if c in _DATE_NAMES + _KLINE_NAMES]
     unknown = [c for c in unknown if c not in other_dates]
     if unknown:

@@ -19,15 +19,29 @@ from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_spec
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="override spec.training.epochs")
     p.add_argument("--output", help="local directory or s3://bucket/prefix for checkpoints and results")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override spec.training.device (default auto)")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="override spec.training.device (default auto)"
+    )
     p.add_argument("--seed", type=int, help="override spec.training.seed")
-    p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, SeaweedFS, Ceph); default: AWS or "
-                   "$AWS_ENDPOINT_URL")
-    p.add_argument("--resume", default=None, help="auto (default): latest good checkpoint; never; or a checkpoint "
-                   "path/URI")
-    p.add_argument("--json", action="store_true", help="JSON lines for progress and summary even in a terminal")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override any spec field, e.g. --set training.batchSize=128 (repeatable)")
+    p.add_argument(
+        "--s3-endpoint",
+        help="S3-compatible endpoint URL (MinIO, SeaweedFS, Ceph); default: AWS or $AWS_ENDPOINT_URL",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="auto (default): latest good checkpoint; never; or a checkpoint path/URI",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines for progress and summary even in a terminal"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override any spec field, e.g. --set training.batchSize=128 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,20 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train the spec of a TrainingRun manifest")
     run.add_argument("manifest", nargs="?", help="TrainingRun YAML (e.g. manifests/samples/sol-run.yaml)")
-    run.add_argument("--manifest-env", metavar="VAR", help="read the manifest (JSON or YAML) from this env var "
-                     "(how the operator's Job passes it)")
+    run.add_argument(
+        "--manifest-env",
+        metavar="VAR",
+        help="read the manifest (JSON or YAML) from this env var (how the operator's Job passes it)",
+    )
     _add_train_flags(run)
 
     train = sub.add_parser("train", help="train one symbol with the default spec")
     train.add_argument("--symbol", default="SOL")
     train.add_argument("--symbols", help="comma-separated series trained together; the first is --symbol")
-    train.add_argument("--data", help="CSV/Parquet path or s3:// URI ('{symbol}' is replaced); default: bundled")
+    train.add_argument(
+        "--data", help="CSV/Parquet path or s3:// URI ('{symbol}' is replaced); default: bundled"
+    )
     _add_train_flags(train)
 
-    for name, text in (("backtest", "evaluate a trained model on an OHLCV file"),
-                       ("predict", "forecast the next horizon after an OHLCV file's last day")):
+    for name, text in (
+        ("backtest", "evaluate a trained model on an OHLCV file"),
+        ("predict", "forecast the next horizon after an OHLCV file's last day"),
+    ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--checkpoint", required=True, help="output directory, s3:// prefix or checkpoint file")
+        p.add_argument(
+            "--checkpoint", required=True, help="output directory, s3:// prefix or checkpoint file"
+        )
         p.add_argument("--data", help="CSV/Parquet path or s3:// URI; default: the bundled candles")
         p.add_argument("--symbol", help="which of the model's symbols the data is (default: its main symbol)")
         p.add_argument("--s3-endpoint")
@@ -120,8 +143,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output = args.output or spec.checkpoint.uri or os.path.join("runs", name)
     interactive = False if args.json else sys.stderr.isatty()
     resume = args.resume or spec.checkpoint.resume
-    summary = run_training(spec, RunOptions(name=name, output=output, s3_endpoint=args.s3_endpoint,
-                                            resume=resume, interactive=interactive))
+    summary = run_training(
+        spec,
+        RunOptions(
+            name=name, output=output, s3_endpoint=args.s3_endpoint, resume=resume, interactive=interactive
+        ),
+    )
     print(print_summary(summary, interactive))
     return exitcodes.OK
 
@@ -132,18 +159,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     lm = load_model(args.checkpoint, endpoint=args.s3_endpoint)
     if args.command == "backtest":
-        result = backtest(lm, args.data, symbol=args.symbol, start=args.start, end=args.end,
-                          endpoint=args.s3_endpoint)
+        result = backtest(
+            lm, args.data, symbol=args.symbol, start=args.start, end=args.end, endpoint=args.s3_endpoint
+        )
         if args.json:
             print(json.dumps(result))
         else:
             extra = result["extra"]
-            rows = [(k, result[k]) for k in ("n", "mae", "rmse", "mape", "mase", "da_h1", "da_h7", "pinball",
-                                              "coverage_80")]
-            rows += [("persistence MAE", extra["persistence_mae"]),
-                     ("empirical-band pinball", extra["empirical_band_pinball"])]
-            print(table(rows, title=f"Backtest of {lm.source} on {extra['symbol']}, origins "
-                        f"{extra['first_origin']} .. {extra['last_origin']}"))
+            rows = [
+                (k, result[k])
+                for k in ("n", "mae", "rmse", "mape", "mase", "da_h1", "da_h7", "pinball", "coverage_80")
+            ]
+            rows += [
+                ("persistence MAE", extra["persistence_mae"]),
+                ("empirical-band pinball", extra["empirical_band_pinball"]),
+            ]
+            print(
+                table(
+                    rows,
+                    title=f"Backtest of {lm.source} on {extra['symbol']}, origins "
+                    f"{extra['first_origin']} .. {extra['last_origin']}",
+                )
+            )
     else:
         result = predict(lm, args.data, symbol=args.symbol, endpoint=args.s3_endpoint)
         if args.json:

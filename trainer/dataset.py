@@ -25,7 +25,17 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from trainer.candles import Candles
 
-OBSERVED = ["ret_1d", "range_hl", "body_oc", "volume_change", "vol_7d", "vol_30d", "mom_7d", "mom_30d", "volume_z"]
+OBSERVED = [
+    "ret_1d",
+    "range_hl",
+    "body_oc",
+    "volume_change",
+    "vol_7d",
+    "vol_30d",
+    "mom_7d",
+    "mom_30d",
+    "volume_z",
+]
 KNOWN = ["dow_sin", "dow_cos", "doy_sin", "doy_cos", "position"]
 WARMUP_DAYS = 30  # rows needed before the first complete feature row
 CLIP = 10.0
@@ -65,8 +75,15 @@ class Windows:
 
     def to(self, device: torch.device) -> Windows:
         return Windows(
-            self.observed.to(device), self.known.to(device), self.target.to(device), self.symbol.to(device),
-            self.scale.to(device), self.last_close, self.future_close, self.origin, self.extra,
+            self.observed.to(device),
+            self.known.to(device),
+            self.target.to(device),
+            self.symbol.to(device),
+            self.scale.to(device),
+            self.last_close,
+            self.future_close,
+            self.origin,
+            self.extra,
         )
 
 
@@ -93,7 +110,8 @@ def observed_features(frame: pd.DataFrame, sigma: float) -> np.ndarray:
         axis=1,
     )
     feats[:WARMUP_DAYS] = np.nan
-    return np.clip(feats, -CLIP, CLIP).astype(np.float32)
+    out: np.ndarray = np.clip(feats, -CLIP, CLIP).astype(np.float32)
+    return out
 
 
 def calendar_features(dates: pd.DatetimeIndex) -> np.ndarray:
@@ -146,7 +164,7 @@ def make_windows(
             origins = origins[dates[origins + H] <= last_target]
     if len(origins) == 0 or origins[0] - L + 1 < WARMUP_DAYS:
         return _empty(L, H)
-    cal = calendar_features(all_dates)
+    cal = calendar_features(pd.DatetimeIndex(all_dates))
     obs_w = sliding_window_view(obs, (L, obs.shape[1]))[:, 0]  # (T-L+1, L, F)
     cal_w = sliding_window_view(cal, (L + H, cal.shape[1]))[:, 0]  # (T'-L-H+1, L+H, 4)
     position = (np.arange(L + H, dtype=np.float32) - (L - 1)) / H
@@ -172,17 +190,26 @@ def make_windows(
 
 def _empty(L: int, H: int) -> Windows:
     return Windows(
-        torch.zeros(0, L, len(OBSERVED)), torch.zeros(0, L + H, len(KNOWN)), torch.zeros(0, H),
-        torch.zeros(0, dtype=torch.int64), torch.zeros(0, H), np.zeros(0), np.zeros((0, H)), pd.DatetimeIndex([]),
+        torch.zeros(0, L, len(OBSERVED)),
+        torch.zeros(0, L + H, len(KNOWN)),
+        torch.zeros(0, H),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, H),
+        np.zeros(0),
+        np.zeros((0, H)),
+        pd.DatetimeIndex([]),
     )
 
 
 def concat(parts: list[Windows]) -> Windows:
     parts = [p for p in parts if len(p)]
     return Windows(
-        torch.cat([p.observed for p in parts]), torch.cat([p.known for p in parts]),
-        torch.cat([p.target for p in parts]), torch.cat([p.symbol for p in parts]),
-        torch.cat([p.scale for p in parts]), np.concatenate([p.last_close for p in parts]),
+        torch.cat([p.observed for p in parts]),
+        torch.cat([p.known for p in parts]),
+        torch.cat([p.target for p in parts]),
+        torch.cat([p.symbol for p in parts]),
+        torch.cat([p.scale for p in parts]),
+        np.concatenate([p.last_close for p in parts]),
         np.concatenate([p.future_close for p in parts]),
         pd.DatetimeIndex(np.concatenate([p.origin.to_numpy() for p in parts])),
     )
@@ -198,7 +225,11 @@ class Split:
 
 
 def split_windows(
-    candles: list[Candles], input_window: int, horizon: int, validation_fraction: float, quantiles: list[float]
+    candles: list[Candles],
+    input_window: int,
+    horizon: int,
+    validation_fraction: float,
+    quantiles: list[float],
 ) -> Split:
     """Train on every symbol before the cut; validate on the first (evaluated) symbol after it."""
     main = candles[0].frame
@@ -212,10 +243,14 @@ def split_windows(
             continue  # this series starts after the cut: nothing to learn from it without leaking
         stats[c.symbol] = symbol_stats(before, horizon, quantiles)
         train_parts.append(
-            make_windows(before, i, stats[c.symbol], input_window, horizon, last_target=cut - pd.Timedelta(days=1))
+            make_windows(
+                before, i, stats[c.symbol], input_window, horizon, last_target=cut - pd.Timedelta(days=1)
+            )
         )
     if candles[0].symbol not in stats:
         raise ValueError(f"{candles[0].symbol}: too little data before the validation cut {cut.date()}")
-    val = make_windows(main, 0, stats[candles[0].symbol], input_window, horizon, first_origin=cut - pd.Timedelta(days=1))
+    val = make_windows(
+        main, 0, stats[candles[0].symbol], input_window, horizon, first_origin=cut - pd.Timedelta(days=1)
+    )
     train = concat(train_parts)
     return Split(train=train, val=val, cut=cut, stats=stats, period=(main.index[0], main.index[-1]))

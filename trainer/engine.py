@@ -56,9 +56,7 @@ def predict_scaled(model: TemporalFusionTransformer, w: Windows, batch_size: int
     outs = []
     for i in range(0, len(w), batch_size):
         sl = slice(i, i + batch_size)
-        outs.append(
-            model(w.observed[sl].to(device), w.known[sl].to(device), w.symbol[sl].to(device))
-        )
+        outs.append(model(w.observed[sl].to(device), w.known[sl].to(device), w.symbol[sl].to(device)))
     model.train(was_training)
     if not outs:
         return torch.zeros(0, model.horizon, len(model.quantiles), device=device)

@@ -43,10 +43,16 @@ def model_from_state(state: dict[str, Any], source: str) -> LoadedModel:
 
 def load_model(checkpoint: str, endpoint: str | None = None) -> LoadedModel:
     """``checkpoint``: an output directory / s3:// prefix (its best.pt) or a checkpoint file."""
-    from trainer.checkpoint import load_checkpoint
+    from trainer.checkpoint import CheckpointStore
 
-    state, uri = load_checkpoint(checkpoint, endpoint=endpoint)
-    return model_from_state(state, uri)
+    if checkpoint.endswith(".pt"):
+        parent = checkpoint.rsplit("/", 1)[0] if "/" in checkpoint else "."
+        store = CheckpointStore(parent, endpoint=endpoint)
+        loaded = store.load_checkpoint(checkpoint)
+    else:
+        store = CheckpointStore(checkpoint, endpoint=endpoint)
+        loaded = store.load_checkpoint(store.uri("best.pt"))
+    return model_from_state(loaded.state, loaded.uri)
 
 
 def _symbol(lm: LoadedModel, symbol: str | None) -> tuple[str, int]:
@@ -75,16 +81,24 @@ def backtest(
     end_ts = pd.Timestamp(end) if end else frame.index[-1]
     start_ts = pd.Timestamp(start) if start else frame.index[0]
     # An origin t's horizon is t+1..t+H, so the first allowed origin is the day before `start`.
-    w = make_windows(frame[frame.index <= end_ts], idx, lm.stats[sym], d.input_window, d.horizon,
-                     first_origin=start_ts - pd.Timedelta(days=1), last_target=end_ts)
+    w = make_windows(
+        frame[frame.index <= end_ts],
+        idx,
+        lm.stats[sym],
+        d.input_window,
+        d.horizon,
+        first_origin=start_ts - pd.Timedelta(days=1),
+        last_target=end_ts,
+    )
     if len(w) == 0:
         raise ValueError(
             f"{candles.source}: no forecast origin has its whole {d.horizon}-day horizon inside "
             f"[{start_ts.date()}, {end_ts.date()}] with {d.input_window} input days (plus 30 warm-up days) before it"
         )
     prices = to_prices(predict_scaled(lm.model, w), w)
-    m = forecast_metrics(prices, w.future_close, w.last_close, lm.spec.model.quantiles,
-                         np.asarray(lm.stats[sym].band))
+    m = forecast_metrics(
+        prices, w.future_close, w.last_close, lm.spec.model.quantiles, np.asarray(lm.stats[sym].band)
+    )
     keys = ("n", "mae", "rmse", "mape", "mase", "da_h1", "da_h7", "pinball", "coverage_80")
     out = {k: m[k] for k in keys}
     out["extra"] = {
@@ -118,4 +132,9 @@ def predict(
         for j, qq in enumerate(q):
             row[f"q{qq:g}"] = float(prices[h, j])
         rows.append(row)
-    return {"symbol": sym, "last_date": str(last.date()), "last_close": float(w.last_close[0]), "forecast": rows}
+    return {
+        "symbol": sym,
+        "last_date": str(last.date()),
+        "last_close": float(w.last_close[0]),
+        "forecast": rows,
+    }

@@ -26,7 +26,8 @@ class GatedLinearUnit(nn.Module):
         self.proj = nn.Linear(d_in, 2 * d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., d_in) -> (..., d_out)
-        return F.glu(self.proj(self.dropout(x)), dim=-1)
+        out: torch.Tensor = F.glu(self.proj(self.dropout(x)), dim=-1)
+        return out
 
 
 class GateAddNorm(nn.Module):
@@ -38,13 +39,16 @@ class GateAddNorm(nn.Module):
         self.norm = nn.LayerNorm(d_out)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.norm(skip + self.glu(x))
+        out: torch.Tensor = self.norm(skip + self.glu(x))
+        return out
 
 
 class GatedResidualNetwork(nn.Module):
     """GRN(a, c) = LayerNorm(a + GLU(W1 ELU(W2 a + W3 c))), with a projected skip when sizes differ."""
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0, d_context: int | None = None):
+    def __init__(
+        self, d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0, d_context: int | None = None
+    ):
         super().__init__()
         self.skip = nn.Linear(d_in, d_out) if d_in != d_out else nn.Identity()
         self.fc1 = nn.Linear(d_in, d_hidden)
@@ -57,7 +61,8 @@ class GatedResidualNetwork(nn.Module):
         if self.context is not None and c is not None:
             hidden = hidden + self.context(c)
         hidden = self.fc2(F.elu(hidden))
-        return self.gate(hidden, self.skip(a))
+        out: torch.Tensor = self.gate(hidden, self.skip(a))
+        return out
 
 
 class VariableSelectionNetwork(nn.Module):
@@ -143,8 +148,12 @@ class TemporalFusionTransformer(nn.Module):
         self.encoder_vsn = VariableSelectionNetwork(n_observed + n_known, d, dropout, d_context=d)
         self.decoder_vsn = VariableSelectionNetwork(n_known, d, dropout, d_context=d)
         self.lstm_layers = lstm_layers
-        self.encoder_lstm = nn.LSTM(d, d, lstm_layers, batch_first=True, dropout=dropout if lstm_layers > 1 else 0)
-        self.decoder_lstm = nn.LSTM(d, d, lstm_layers, batch_first=True, dropout=dropout if lstm_layers > 1 else 0)
+        self.encoder_lstm = nn.LSTM(
+            d, d, lstm_layers, batch_first=True, dropout=dropout if lstm_layers > 1 else 0
+        )
+        self.decoder_lstm = nn.LSTM(
+            d, d, lstm_layers, batch_first=True, dropout=dropout if lstm_layers > 1 else 0
+        )
         self.lstm_gate = GateAddNorm(d, d, dropout)
         self.static_enrichment = GatedResidualNetwork(d, d, d, dropout, d_context=d)
         self.attention = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
@@ -186,7 +195,8 @@ class TemporalFusionTransformer(nn.Module):
         x = self.attention_gate(attn, query)  # (B, H, D)
         x = self.positionwise(x)  # (B, H, D)
         x = self.output_gate(x, temporal[:, L:])  # (B, H, D)
-        return self.head(x)  # (B, H, Q)
+        out: torch.Tensor = self.head(x)  # (B, H, Q)
+        return out
 
 
 class QuantileLoss(nn.Module):
@@ -199,7 +209,7 @@ class QuantileLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # pred (B, H, Q), target (B, H)
         err = target.unsqueeze(-1) - pred  # (B, H, Q)
-        q: torch.Tensor = self.q
+        q = self.get_buffer("q")
         return torch.maximum(q * err, (q - 1) * err).mean()
 
 

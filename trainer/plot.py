@@ -12,11 +12,11 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from trainer.dataset import Windows  # noqa: E402
-from trainer.spec import TrainingRunSpec  # noqa: E402
+from trainer.dataset import Windows
+from trainer.spec import TrainingRunSpec
 
 
 def forecast_png(w: Windows, prices: np.ndarray, spec: TrainingRunSpec) -> bytes:
@@ -30,12 +30,23 @@ def forecast_png(w: Windows, prices: np.ndarray, spec: TrainingRunSpec) -> bytes
         target_dates = w.origin + np.timedelta64(h, "D")
         ax.plot(target_dates, w.future_close[:, h - 1], color="black", lw=1.2, label="actual close")
         ax.plot(target_dates, prices[:, h - 1, mid], color="tab:blue", lw=1.2, label="median forecast")
-        ax.fill_between(target_dates, prices[:, h - 1, lo], prices[:, h - 1, hi], color="tab:blue", alpha=0.2,
-                        label="10-90% band")
-        inside = np.mean((w.future_close[:, h - 1] >= prices[:, h - 1, lo]) &
-                         (w.future_close[:, h - 1] <= prices[:, h - 1, hi]))
-        ax.set_title(f"{spec.symbol}: {h}-day-ahead forecast on the validation period "
-                     f"(band covers {inside:.0%} of actuals)", fontsize=10)
+        ax.fill_between(
+            target_dates,
+            prices[:, h - 1, lo],
+            prices[:, h - 1, hi],
+            color="tab:blue",
+            alpha=0.2,
+            label="10-90% band",
+        )
+        inside = np.mean(
+            (w.future_close[:, h - 1] >= prices[:, h - 1, lo])
+            & (w.future_close[:, h - 1] <= prices[:, h - 1, hi])
+        )
+        ax.set_title(
+            f"{spec.symbol}: {h}-day-ahead forecast on the validation period "
+            f"(band covers {inside:.0%} of actuals)",
+            fontsize=10,
+        )
         ax.set_ylabel("price (USD)")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)

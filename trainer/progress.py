@@ -17,14 +17,26 @@ from trainer.train import EpochStats
 
 
 class Progress:
-    def __init__(self, total_epochs: int, start_epoch: int, *, interactive: bool | None = None,
-                 stream: IO[str] | None = None):
+    def __init__(
+        self,
+        total_epochs: int,
+        start_epoch: int,
+        *,
+        interactive: bool | None = None,
+        stream: IO[str] | None = None,
+    ):
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.bar: tqdm[Any] | None = None
         if self.interactive:
-            self.bar = tqdm(total=total_epochs, initial=start_epoch, unit="epoch", file=self.stream,
-                            dynamic_ncols=True, desc="training")
+            self.bar = tqdm(
+                total=total_epochs,
+                initial=start_epoch,
+                unit="epoch",
+                file=self.stream,
+                dynamic_ncols=True,
+                desc="training",
+            )
 
     def log(self, event: str, **fields: Any) -> None:
         """A one-off message: plain text in a terminal, a JSON line elsewhere."""
@@ -38,16 +50,26 @@ class Progress:
     def epoch(self, s: EpochStats) -> None:
         if self.bar is not None:
             self.bar.set_postfix(
-                train=f"{s.train_loss:.4f}", val=f"{s.val_loss:.4f}", mase=f"{s.val_mase:.3f}",
-                best=f"{s.best_val_loss:.4f}@{s.best_epoch}", sps=f"{s.samples_per_second:,.0f}",
+                train=f"{s.train_loss:.4f}",
+                val=f"{s.val_loss:.4f}",
+                mase=f"{s.val_mase:.3f}",
+                best=f"{s.best_val_loss:.4f}@{s.best_epoch}",
+                sps=f"{s.samples_per_second:,.0f}",
             )
             self.bar.update(1)
         else:
             self.log(
-                "epoch", epoch=s.epoch, total_epochs=s.total_epochs, train_loss=round(s.train_loss, 6),
-                val_loss=round(s.val_loss, 6), val_mase=round(s.val_mase, 4), best_val_loss=round(s.best_val_loss, 6),
-                best_epoch=s.best_epoch, samples_per_second=round(s.samples_per_second, 1),
-                seconds=round(s.seconds, 3), checkpoint=s.checkpoint,
+                "epoch",
+                epoch=s.epoch,
+                total_epochs=s.total_epochs,
+                train_loss=round(s.train_loss, 6),
+                val_loss=round(s.val_loss, 6),
+                val_mase=round(s.val_mase, 4),
+                best_val_loss=round(s.best_val_loss, 6),
+                best_epoch=s.best_epoch,
+                samples_per_second=round(s.samples_per_second, 1),
+                seconds=round(s.seconds, 3),
+                checkpoint=s.checkpoint,
             )
 
     def close(self) -> None:
@@ -72,18 +94,25 @@ def summary_table(summary: dict[str, Any]) -> str:
     m = summary["metrics"]
     rows: list[tuple[str, Any]] = [
         ("symbol", summary["symbol"]),
-        ("validation period", f"{summary['validation']['start']} .. {summary['validation']['end']} "
-                              f"({m['n']} windows)"),
-        ("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']}"
-                       + (" (early stop)" if summary["early_stopped"] else "")),
+        (
+            "validation period",
+            f"{summary['validation']['start']} .. {summary['validation']['end']} ({m['n']} windows)",
+        ),
+        (
+            "best epoch",
+            f"{summary['best_epoch']} of {summary['epochs_run']}"
+            + (" (early stop)" if summary["early_stopped"] else ""),
+        ),
         ("val MAE (price)", m["mae"]),
         ("persistence MAE", m["naive_mae"]),
         ("MASE vs persistence", m["mase"]),
         ("pinball (price)", m["pinball"]),
         ("empirical-band pinball", m.get("baseline_pinball", float("nan"))),
         ("80% coverage", m["coverage_80"]),
-        ("direction h1 / h7", f"{m['da_h1']:.3f} / {m['da_h7']:.3f}" if m.get("da_h7") is not None
-         else f"{m['da_h1']:.3f}"),
+        (
+            "direction h1 / h7",
+            f"{m['da_h1']:.3f} / {m['da_h7']:.3f}" if m.get("da_h7") is not None else f"{m['da_h1']:.3f}",
+        ),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("parameters", f"{summary['parameters']:,}"),
         ("missing days filled", summary["filled_days"]),

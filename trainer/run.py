@@ -47,21 +47,30 @@ def load_all(spec: TrainingRunSpec, endpoint: str | None) -> list[Candles]:
 def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json)."""
     from trainer.checkpoint import CheckpointStore, resolve_resume
-    from trainer.report import StatusReporter
     from trainer.plot import forecast_png
+    from trainer.report import StatusReporter
 
     t0 = time.perf_counter()
     endpoint = opts.s3_endpoint or spec.checkpoint.s3_endpoint
-    store = CheckpointStore(opts.output, endpoint=endpoint, keep_last=spec.checkpoint.keep_last,
-                            upload_deadline_s=spec.checkpoint.upload_deadline_seconds)
+    store = CheckpointStore(
+        opts.output,
+        endpoint=endpoint,
+        keep_last=spec.checkpoint.keep_last,
+        upload_deadline_s=spec.checkpoint.upload_deadline_seconds,
+    )
     store.check()  # fail fast on credentials, bucket or URI, before any training
     candles = load_all(spec, endpoint)
-    split = split_windows(candles, spec.data.input_window, spec.data.horizon, spec.data.validation_fraction,
-                          spec.model.quantiles)
+    split = split_windows(
+        candles,
+        spec.data.input_window,
+        spec.data.horizon,
+        spec.data.validation_fraction,
+        spec.model.quantiles,
+    )
     device = resolve_device(spec.training.device)
     trainer = Trainer(spec, split, device)
     config = checkpoint_config(spec, split.stats, {"cut": str(split.cut.date())})
-    reporter = StatusReporter.from_env() if opts.report else StatusReporter.disabled()
+    reporter = StatusReporter.from_env() if opts.report else StatusReporter(None)
     progress = Progress(spec.training.epochs, 0, interactive=opts.interactive)
 
     resumed = resolve_resume(store, opts.resume, spec, device)
@@ -69,13 +78,22 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     if resumed is not None:
         trainer.load_state_dict(resumed.state)
         best_state = resumed.best_model
-        progress.log("resume", message=f"resuming from {resumed.uri} (epoch {trainer.loop.epoch}/"
-                     f"{spec.training.epochs})", uri=resumed.uri, epoch=trainer.loop.epoch)
+        progress.log(
+            "resume",
+            message=f"resuming from {resumed.uri} (epoch {trainer.loop.epoch}/{spec.training.epochs})",
+            uri=resumed.uri,
+            epoch=trainer.loop.epoch,
+        )
         if progress.bar is not None:
             progress.bar.update(trainer.loop.epoch)
-    progress.log("start", message=f"{spec.symbol}: {len(split.train)} training and {len(split.val)} validation "
-                 f"windows, {count_parameters(trainer.model):,} parameters, device {device}",
-                 train_windows=len(split.train), val_windows=len(split.val), device=str(device))
+    progress.log(
+        "start",
+        message=f"{spec.symbol}: {len(split.train)} training and {len(split.val)} validation "
+        f"windows, {count_parameters(trainer.model):,} parameters, device {device}",
+        train_windows=len(split.train),
+        val_windows=len(split.val),
+        device=str(device),
+    )
 
     stop = StopFlag()
     restore_signals = stop.install()
@@ -87,7 +105,9 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
             if not finished:  # SIGTERM mid-epoch: checkpoint where we are and leave
                 uri = store.save(trainer.loop.epoch, trainer.state_dict(config), is_best=False)
                 store.flush(timeout=spec.checkpoint.grace_period_seconds)
-                progress.log("preempted", message=f"stopped by signal {stop.signum}; checkpoint {uri}", uri=uri)
+                progress.log(
+                    "preempted", message=f"stopped by signal {stop.signum}; checkpoint {uri}", uri=uri
+                )
                 raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
             stats, is_best = trainer.finish_epoch(time.perf_counter() - e0)
             if is_best:
@@ -100,10 +120,17 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
                 reporter.checkpoint(latest=latest_uri, best=store.uri("best.pt"), epoch=stats.epoch)
             progress.epoch(stats)
             eta = (spec.training.epochs - stats.epoch) * stats.seconds
-            reporter.progress(epoch=stats.epoch, total_epochs=stats.total_epochs, train_loss=stats.train_loss,
-                              val_loss=stats.val_loss, val_mase=stats.val_mase, best_val_loss=stats.best_val_loss,
-                              best_epoch=stats.best_epoch, samples_per_second=stats.samples_per_second,
-                              eta_seconds=eta)
+            reporter.progress(
+                epoch=stats.epoch,
+                total_epochs=stats.total_epochs,
+                train_loss=stats.train_loss,
+                val_loss=stats.val_loss,
+                val_mase=stats.val_mase,
+                best_val_loss=stats.best_val_loss,
+                best_epoch=stats.best_epoch,
+                samples_per_second=stats.samples_per_second,
+                eta_seconds=eta,
+            )
             if stop:
                 store.flush(timeout=spec.checkpoint.grace_period_seconds)
                 raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
@@ -112,7 +139,7 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
         progress.close()
 
     metrics, prices = final_metrics(trainer, best_state)
-    summary = {
+    summary: dict[str, Any] = {
         "name": opts.name,
         "symbol": spec.symbol,
         "symbols": spec.all_symbols,
@@ -138,12 +165,18 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     store.write_json("config.json", config)
     store.write_bytes("forecast.png", forecast_png(split.val, prices, spec))
     store.flush(timeout=spec.checkpoint.upload_deadline_seconds)
-    reporter.final({
-        "valMae": metrics["mae"], "valMase": metrics["mase"], "coverage80": metrics["coverage_80"],
-        "pinball": metrics["pinball"], "baselinePinball": metrics.get("baseline_pinball", 0.0),
-        "bestEpoch": trainer.loop.best_epoch, "wallSeconds": summary["wall_seconds"],
-        "parameters": summary["parameters"],
-    })
+    reporter.final(
+        {
+            "valMae": metrics["mae"],
+            "valMase": metrics["mase"],
+            "coverage80": metrics["coverage_80"],
+            "pinball": metrics["pinball"],
+            "baselinePinball": metrics.get("baseline_pinball", 0.0),
+            "bestEpoch": trainer.loop.best_epoch,
+            "wallSeconds": float(summary["wall_seconds"]),
+            "parameters": count_parameters(trainer.model),
+        }
+    )
     reporter.close()
     store.close()
     return summary

@@ -119,7 +119,9 @@ class CheckpointSpec(_Model):
     )
     keep_last: int = Field(default=3, ge=1, le=1000, description="Epoch checkpoints kept besides best.pt.")
     every_epochs: int = Field(default=1, ge=1, le=1000, description="Write a checkpoint every N epochs.")
-    resume: str = Field(default="auto", description="'auto' (latest good checkpoint), 'never', or a checkpoint URI.")
+    resume: str = Field(
+        default="auto", description="'auto' (latest good checkpoint), 'never', or a checkpoint URI."
+    )
     grace_period_seconds: int = Field(
         default=25, ge=1, le=3600, description="After SIGTERM: finish the step, checkpoint, exit within this."
     )
@@ -146,11 +148,15 @@ class SecretRef(_Model):
     secret_access_key_key: str = Field(default="AWS_SECRET_ACCESS_KEY", min_length=1)
 
 
+def _one_gpu() -> dict[str, int | str]:
+    return {"nvidia.com/gpu": 1}
+
+
 class Resources(_Model):
     """corev1.ResourceRequirements, e.g. ``limits: {nvidia.com/gpu: 1, memory: 8Gi}``."""
 
     requests: dict[str, int | str] = Field(default_factory=dict)
-    limits: dict[str, int | str] = Field(default_factory=lambda: {"nvidia.com/gpu": 1})
+    limits: dict[str, int | str] = Field(default_factory=_one_gpu)
 
     @field_validator("requests", "limits")
     @classmethod
@@ -194,7 +200,8 @@ class TrainingRunSpec(_Model):
     tolerations: list[Toleration] = Field(default_factory=list)
     priority_class_name: str | None = None
     service_account_name: str | None = Field(
-        default=None, description="Pod ServiceAccount; empty: a per-run account that may only patch this status."
+        default=None,
+        description="Pod ServiceAccount; empty: a per-run account that may only patch this status.",
     )
     s3_credentials_secret: SecretRef | None = None
     backoff_limit: int = Field(default=3, ge=0, le=100)
@@ -202,7 +209,9 @@ class TrainingRunSpec(_Model):
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     suspend: bool = False
     stall_timeout: str = Field(default="15m", pattern=DURATION_PATTERN, description="e.g. 15m, 1h30m")
-    queue_name: str | None = Field(default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name).")
+    queue_name: str | None = Field(
+        default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name)."
+    )
 
     @field_validator("symbols")
     @classmethod
@@ -211,7 +220,9 @@ class TrainingRunSpec(_Model):
             return v
         for s in v:
             if not re.match(SYMBOL_PATTERN, s):
-                raise ValueError(f"'{s}' is not a symbol; expected 2-10 upper-case letters/digits such as SOL")
+                raise ValueError(
+                    f"'{s}' is not a symbol; expected 2-10 upper-case letters/digits such as SOL"
+                )
         if len(set(v)) != len(v):
             raise ValueError("symbols must not repeat")
         return v
@@ -219,7 +230,9 @@ class TrainingRunSpec(_Model):
     @model_validator(mode="after")
     def _symbol_first(self) -> TrainingRunSpec:
         if self.symbols is not None and self.symbols[0] != self.symbol:
-            raise ValueError(f"symbols[0] must be the evaluated symbol '{self.symbol}', got '{self.symbols[0]}'")
+            raise ValueError(
+                f"symbols[0] must be the evaluated symbol '{self.symbol}', got '{self.symbols[0]}'"
+            )
         return self
 
     @property
@@ -273,8 +286,10 @@ def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         if field is None:
             return ""
         ann = field.annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and
-                        issubclass(a, BaseModel)), None)
+        current = next(
+            (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
         if current is None and isinstance(ann, type) and issubclass(ann, BaseModel):
             current = ann
     if current is None:
@@ -286,7 +301,9 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def format_errors(err: ValidationError, model: type[BaseModel] = TrainingRunSpec, prefix: str = "spec") -> list[str]:
+def format_errors(
+    err: ValidationError, model: type[BaseModel] = TrainingRunSpec, prefix: str = "spec"
+) -> list[str]:
     """pydantic errors as 'spec.training.epochs: must be >= 1 (got 0)' lines."""
     lines = []
     for e in err.errors():

@@ -83,12 +83,14 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
 
 
 def rng_state() -> dict[str, Any]:
+    """Every generator a resumed run must continue, as tensors and plain values (``weights_only``-loadable)."""
+    np_state: dict[str, Any] = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()),
-        "numpy_pos": int(np.random.get_state()[2]),
+        "numpy_key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+        "numpy_pos": int(np_state["state"]["pos"]),
+        "numpy_gauss": [int(np_state["has_gauss"]), float(np_state["gauss"])],
         "python": [int(x) for x in random.getstate()[1]],
-        "python_pos": int(random.getstate()[1][-1]),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -97,8 +99,14 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    keys = np.frombuffer(state["numpy"].numpy().tobytes(), dtype=np.uint32)
-    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": state["numpy_key"].numpy().astype(np.uint32), "pos": int(state["numpy_pos"])},
+            "has_gauss": int(state["numpy_gauss"][0]),
+            "gauss": float(state["numpy_gauss"][1]),
+        }
+    )
     random.setstate((3, tuple(int(x) for x in state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -121,7 +129,11 @@ class StopFlag:
 
         for s in old:
             signal.signal(s, handler)
-        return lambda: [signal.signal(s, h) for s, h in old.items()] and None
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
 
     def __bool__(self) -> bool:
         return self.signum is not None
@@ -139,11 +151,15 @@ class Trainer:
         self.val = split.val.to(device)
         self.val_band = np.asarray(split.stats[spec.symbol].band)
         self.batch_size = min(t.batch_size, len(self.train))
-        self.batches_per_epoch = len(self.train) // self.batch_size  # drop_last: fixed shapes for the CUDA graph
+        self.batches_per_epoch = (
+            len(self.train) // self.batch_size
+        )  # drop_last: fixed shapes for the CUDA graph
         self.total_steps = self.batches_per_epoch * t.epochs
         self.warmup_steps = self.batches_per_epoch * t.warmup_epochs
         capturable = device.type == "cuda"
-        lr: float | torch.Tensor = torch.tensor(t.learning_rate, device=device) if capturable else t.learning_rate
+        lr: float | torch.Tensor = (
+            torch.tensor(t.learning_rate, device=device) if capturable else t.learning_rate
+        )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=lr, weight_decay=t.weight_decay, capturable=capturable, fused=True
         )
@@ -184,7 +200,8 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.training.grad_clip)
         self.optimizer.step()
-        return loss.detach()
+        out: torch.Tensor = loss.detach()
+        return out
 
     def permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.spec.training.seed * 100_003 + epoch)
@@ -215,8 +232,9 @@ class Trainer:
         scaled = predict_scaled(self.model, self.val)  # (N, H, Q)
         val_loss = float(self.criterion(scaled, self.val.target))
         prices = to_prices(scaled, self.val)
-        metrics = forecast_metrics(prices, self.val.future_close, self.val.last_close, self.spec.model.quantiles,
-                                   self.val_band)
+        metrics = forecast_metrics(
+            prices, self.val.future_close, self.val.last_close, self.spec.model.quantiles, self.val_band
+        )
         return val_loss, metrics
 
     def finish_epoch(self, seconds: float) -> tuple[EpochStats, bool]:
@@ -238,7 +256,12 @@ class Trainer:
         else:
             self.loop.bad_epochs += 1
         self.loop.history.append(
-            {"epoch": self.loop.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mase": metrics["mase"]}
+            {
+                "epoch": self.loop.epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_mase": metrics["mase"],
+            }
         )
         stats = EpochStats(
             epoch=self.loop.epoch,
@@ -276,9 +299,11 @@ class _GraphedStep:
         # Warm up on a side stream (allocator, cuDNN plans, lazily created optimizer state), then put weights and
         # optimizer state back *in place*: the graph holds their addresses, so nothing may be re-allocated.
         saved = {k: v.clone() for k, v in model.state_dict().items()}
-        saved_opt = {id(p): {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
-                     for p, s in opt.state.items()}
-        stream = torch.cuda.Stream()
+        saved_opt = {
+            id(p): {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
+            for p, s in opt.state.items()
+        }
+        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(3):
@@ -304,7 +329,8 @@ class _GraphedStep:
         torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.spec.training.grad_clip)
         t.optimizer.step()
         t.optimizer.zero_grad(set_to_none=False)
-        return loss.detach()
+        out: torch.Tensor = loss.detach()
+        return out
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         w = self.t.train
@@ -316,14 +342,21 @@ class _GraphedStep:
         return self.loss.clone()
 
 
-def final_metrics(trainer: Trainer, best_state: dict[str, torch.Tensor] | None) -> tuple[dict[str, Any], np.ndarray]:
+def final_metrics(
+    trainer: Trainer, best_state: dict[str, torch.Tensor] | None
+) -> tuple[dict[str, Any], np.ndarray]:
     """Load the best weights and evaluate them on the validation period: (metrics, price quantiles)."""
     if best_state is not None:
         trainer.model.load_state_dict(best_state)
     scaled = predict_scaled(trainer.model, trainer.val)
     prices = to_prices(scaled, trainer.val)
-    m = forecast_metrics(prices, trainer.val.future_close, trainer.val.last_close, trainer.spec.model.quantiles,
-                         trainer.val_band)
+    m = forecast_metrics(
+        prices,
+        trainer.val.future_close,
+        trainer.val.last_close,
+        trainer.spec.model.quantiles,
+        trainer.val_band,
+    )
     m["val_loss"] = float(trainer.criterion(scaled, trainer.val.target))
     return m, prices
 

@@ -36,7 +36,6 @@ from .builders import (
     build_role_binding,
     build_service_account,
     describe_spec_error,
-    first_field,
     job_name,
     needs_own_account,
     validate_run,
@@ -96,8 +95,12 @@ class _QuietRoutine(logging.Filter):
     """Drop kopf's per-event "succeeded" lines of the watch handlers and the timer (thousands per minute at
     1,000 runs); failures and the create/delete handlers still log."""
 
-    NOISY = ("Handler 'run_event' succeeded", "Handler 'job_event' succeeded", "Handler 'pod_event' succeeded",
-             "Timer 'stall_check' succeeded")
+    NOISY = (
+        "Handler 'run_event' succeeded",
+        "Handler 'job_event' succeeded",
+        "Handler 'pod_event' succeeded",
+        "Timer 'stall_check' succeeded",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.NOISY)
@@ -180,6 +183,7 @@ def _children(
 
 
 def _fail_invalid(body: kopf.Body, err: SpecError) -> None:
+    """Failed/InvalidSpec; the transition posts one Warning Event, its message starting with the field."""
     meta = body.get("metadata") or {}
     message = describe_spec_error(err)
     write_status(
@@ -187,7 +191,6 @@ def _fail_invalid(body: kopf.Body, err: SpecError) -> None:
         str(meta.get("name")),
         lambda run: compose(run, [(FAILED, "True", "InvalidSpec", message)], _now()),
     )
-    kopf.event(body, type="Warning", reason="InvalidSpec", message=f"{first_field(err)}: {message}")
 
 
 def _ensure_children(
@@ -303,6 +306,25 @@ def spec_changed(
 # --- children -> status -------------------------------------------------------------------------------------
 
 
+def _job_failed(job: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Failed", "FailureTarget") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def _fresh_pods(namespace: str, run: str, cached: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's pods straight from the API: the pod watch may lag the Job watch, and the failure reason
+    (OOMKilled, exit code) is read from the pods once, when the Job fails."""
+    try:
+        answer = KUBE.request(
+            "GET", path("v1", "pods", namespace), query=[("labelSelector", f"{RUN_LABEL}={run}")]
+        )
+    except Exception:
+        return cached
+    return list(answer.get("items") or [])
+
+
 def _refresh(
     namespace: str | None, labels: kopf.Labels, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]
 ) -> None:
@@ -310,6 +332,8 @@ def _refresh(
     job, live_pods = _children(ns, run, jobs, pods)
     if job is None:
         return
+    if _job_failed(job):
+        live_pods = _fresh_pods(ns, run, live_pods)
     try:
         write_status(ns, run, lambda r: observe(r, job, live_pods, _now()))
     except Exception as exc:

@@ -69,8 +69,8 @@ def _events(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) 
             events.append(Event("Warning", reason, message))
         elif type_ == SUCCEEDED and became:
             events.append(Event("Normal", "Succeeded", message))
-        elif type_ == FAILED and became:
-            events.append(Event("Warning", reason, message))
+        elif type_ == FAILED and status == "True" and (became or reason != before.get("reason")):
+            events.append(Event("Warning", reason, message))  # also when a later look refines the reason
         elif type_ == SUSPENDED and became:
             events.append(Event("Normal", "Suspended", message))
         elif type_ == SUSPENDED and ended:

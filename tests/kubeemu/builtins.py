@@ -49,18 +49,39 @@ BUILTINS: list[ResourceDef] = [
     _B("", "v1", "secrets", "Secret"),
     _B("", "v1", "configmaps", "ConfigMap", shortnames=["cm"]),
     _B("", "v1", "services", "Service", shortnames=["svc"], categories=["all"], status_subresource=True),
-    _B("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", shortnames=["pvc"], status_subresource=True),
+    _B(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        shortnames=["pvc"],
+        status_subresource=True,
+    ),
     _B("", "v1", "nodes", "Node", namespaced=False, shortnames=["no"], status_subresource=True),
     _B("batch", "v1", "jobs", "Job", categories=["all"], status_subresource=True),
     _B("batch", "v1", "cronjobs", "CronJob", shortnames=["cj"], categories=["all"], status_subresource=True),
-    _B("apps", "v1", "deployments", "Deployment", shortnames=["deploy"], categories=["all"],
-       status_subresource=True),
+    _B(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        shortnames=["deploy"],
+        categories=["all"],
+        status_subresource=True,
+    ),
     _B("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     _B("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     _B("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
     _B("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
-    _B("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-       namespaced=False, shortnames=["crd", "crds"], status_subresource=True),
+    _B(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        shortnames=["crd", "crds"],
+        status_subresource=True,
+    ),
     _B("coordination.k8s.io", "v1", "leases", "Lease"),
     _B("events.k8s.io", "v1", "events", "Event", shortnames=["ev"]),
     _B("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False, shortnames=["pc"]),
@@ -80,15 +101,23 @@ def crd_resources(crd: dict[str, Any]) -> list[ResourceDef]:
         if not version.get("served", True):
             continue
         openapi = (version.get("schema") or {}).get("openAPIV3Schema")
-        result.append(ResourceDef(
-            group=spec["group"], version=version["name"], plural=names["plural"], kind=names["kind"],
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            shortnames=list(names.get("shortNames", [])), categories=list(names.get("categories", [])),
-            singular=names.get("singular") or names["kind"].lower(),
-            status_subresource="status" in (version.get("subresources") or {}),
-            schema=CompiledSchema(openapi) if openapi else None,
-            columns=list(version.get("additionalPrinterColumns") or [
-                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]),
-            crd=crd["metadata"]["name"],
-        ))
+        result.append(
+            ResourceDef(
+                group=spec["group"],
+                version=version["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                shortnames=list(names.get("shortNames", [])),
+                categories=list(names.get("categories", [])),
+                singular=names.get("singular") or names["kind"].lower(),
+                status_subresource="status" in (version.get("subresources") or {}),
+                schema=CompiledSchema(openapi) if openapi else None,
+                columns=list(
+                    version.get("additionalPrinterColumns")
+                    or [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+                ),
+                crd=crd["metadata"]["name"],
+            )
+        )
     return result

@@ -19,8 +19,13 @@ class ApiResponseError(Exception):
         self.code, self.body = code, body
 
 
-def path_for(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,
-             sub: str | None = None) -> str:
+def path_for(
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    sub: str | None = None,
+) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     parts = [base] + ([f"namespaces/{namespace}"] if namespace else []) + [plural]
     parts += [name] if name else []
@@ -34,11 +39,21 @@ class Api:
     def __init__(self, url: str, timeout: float = 30) -> None:
         self.url, self.timeout = url.rstrip("/"), timeout
 
-    def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": content_type, **(headers or {})})
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type, **(headers or {})},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -69,8 +84,9 @@ class Api:
 
     def watch(self, path: str, timeout: float = 5, **params: str) -> Iterator[dict[str, Any]]:
         """Yield watch events until the server closes the stream (``timeoutSeconds``) or the caller stops."""
-        query = "&".join(f"{k}={v}" for k, v in {"watch": "true", "timeoutSeconds": str(int(timeout)),
-                                                   **params}.items())
+        query = "&".join(
+            f"{k}={v}" for k, v in {"watch": "true", "timeoutSeconds": str(int(timeout)), **params}.items()
+        )
         with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=timeout + 5) as response:
             for line in response:
                 if line.strip():

@@ -49,7 +49,9 @@ def parse_path(path: str) -> parsing.ParsedPath:
 
 
 def _json(payload: Any, status: int = 200) -> aiohttp.web.Response:
-    return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, content_type="application/json")
+    return aiohttp.web.Response(
+        body=json.dumps(payload).encode(), status=status, content_type="application/json"
+    )
 
 
 @attrs.define(kw_only=True)
@@ -68,15 +70,23 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     def _sync_discovery(self) -> None:
         """Mirror the store's resources into kmock's ResourcesArray, which its discovery renders."""
-        wanted = {references.resource(group=r.group, version=r.version, plural=r.plural): r for r in self.store.defs.values()}
+        wanted = {
+            references.resource(group=r.group, version=r.version, plural=r.plural): r
+            for r in self.store.defs.values()
+        }
         for known in list(self._resources):
             if known not in wanted:
                 del self._resources[known]
         for key, res in wanted.items():
             self._resources[key] = references.ResourceInfo(
-                namespaced=res.namespaced, kind=res.kind, singular=res.singular, verbs=VERBS,
-                shortnames=res.shortnames, categories=res.categories,
-                subresources={"status"} if res.status_subresource else set())
+                namespaced=res.namespaced,
+                kind=res.kind,
+                singular=res.singular,
+                verbs=VERBS,
+                shortnames=res.shortnames,
+                categories=res.categories,
+                subresources={"status"} if res.status_subresource else set(),
+            )
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await raw.read()
@@ -89,12 +99,24 @@ class ApiEmulator(kmock.KubernetesScaffold):
         method = enums.method(raw.method)
         query = dict(raw.query)
         request = rendering.Request(
-            id=len(self._requests), raw_request=raw, url=raw.url, method=raw.method, params=query,
-            headers=dict(raw.headers), cookies=dict(raw.cookies), body=body, text=text, data=data,
-            action=parsing.guess_k8s(k8s, method, query), namespace=k8s.namespace, name=k8s.name,
+            id=len(self._requests),
+            raw_request=raw,
+            url=raw.url,
+            method=raw.method,
+            params=query,
+            headers=dict(raw.headers),
+            cookies=dict(raw.cookies),
+            body=body,
+            text=text,
+            data=data,
+            action=parsing.guess_k8s(k8s, method, query),
+            namespace=k8s.namespace,
+            name=k8s.name,
             subresource=k8s.subresource,
-            resource=None if k8s.group is None else references.resource(group=k8s.group, version=k8s.version,
-                                                                         plural=k8s.plural))
+            resource=None
+            if k8s.group is None
+            else references.resource(group=k8s.group, version=k8s.version, plural=k8s.plural),
+        )
         self._requests.append(request)
         if len(self._requests) > _REQUEST_LOG:
             del self._requests[: _REQUEST_LOG // 2]
@@ -111,10 +133,11 @@ class ApiEmulator(kmock.KubernetesScaffold):
             logger.exception("emulator failure on %s %s", raw.method, raw.path_qs)
             return _json(ApiError(500, "InternalError", repr(exc)).status(), 500)
 
-    async def _route(self, request: rendering.Request, k8s: parsing.ParsedPath,
-                     raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+    async def _route(
+        self, request: rendering.Request, k8s: parsing.ParsedPath, raw: aiohttp.web.BaseRequest
+    ) -> aiohttp.web.StreamResponse:
         path = raw.path.rstrip("/") or "/"
-        if raw.method == "GET" and path in ("/", "/api", "/apis", "/version") or k8s.plural is None:
+        if (raw.method == "GET" and path in ("/", "/api", "/apis", "/version")) or k8s.plural is None:
             return await self._discovery(request, path, k8s)
         assert k8s.group is not None and k8s.version is not None
         res = self.store.resolve(k8s.group, k8s.version, k8s.plural)
@@ -139,8 +162,17 @@ class ApiEmulator(kmock.KubernetesScaffold):
         if raw.method == "PATCH" and k8s.name:
             if "apply-patch" in raw.content_type:
                 raise ApiError(415, "UnsupportedMediaType", "server-side apply is not emulated")
-            return _json(store.update(res, k8s.namespace, k8s.name, request.data, k8s.subresource, dry_run,
-                                      patch_type=raw.content_type))
+            return _json(
+                store.update(
+                    res,
+                    k8s.namespace,
+                    k8s.name,
+                    request.data,
+                    k8s.subresource,
+                    dry_run,
+                    patch_type=raw.content_type,
+                )
+            )
         if raw.method == "DELETE" and k8s.name:
             options = dict(request.data) if isinstance(request.data, dict) else {}
             for param in ("propagationPolicy", "orphanDependents"):
@@ -159,42 +191,59 @@ class ApiEmulator(kmock.KubernetesScaffold):
     @staticmethod
     def _predicate(query: dict[str, str]) -> Any:
         try:
-            labels, fields = label_selector(query.get("labelSelector")), field_selector(query.get("fieldSelector"))
+            labels, fields = (
+                label_selector(query.get("labelSelector")),
+                field_selector(query.get("fieldSelector")),
+            )
         except SelectorError as exc:
             raise ApiError(400, "BadRequest", str(exc)) from exc
         return lambda obj: labels(obj) and fields(obj)
 
     def _list_body(self, res: ResourceDef, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": str(self.store.rv)}, "items": items}
+        return {
+            "kind": f"{res.kind}List",
+            "apiVersion": res.api_version,
+            "metadata": {"resourceVersion": str(self.store.rv)},
+            "items": items,
+        }
 
-    def _list(self, raw: aiohttp.web.BaseRequest, res: ResourceDef, namespace: str | None,
-              query: dict[str, str]) -> aiohttp.web.Response:
-        items = sorted(self.store.list(res, namespace, self._predicate(query)),
-                       key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+    def _list(
+        self, raw: aiohttp.web.BaseRequest, res: ResourceDef, namespace: str | None, query: dict[str, str]
+    ) -> aiohttp.web.Response:
+        items = sorted(
+            self.store.list(res, namespace, self._predicate(query)),
+            key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]),
+        )
         return self._render(raw, res, items, single=False)
 
-    def _render(self, raw: aiohttp.web.BaseRequest, res: ResourceDef, items: list[dict[str, Any]],
-                single: bool) -> aiohttp.web.Response:
+    def _render(
+        self, raw: aiohttp.web.BaseRequest, res: ResourceDef, items: list[dict[str, Any]], single: bool
+    ) -> aiohttp.web.Response:
         if tables.wants_table(raw.headers.get("Accept", "")):
             columns = res.columns if res.columns is not None else tables.builtin_columns(res.plural)
             include = raw.query.get("includeObject", "Metadata")
             return _json(tables.render_table(items, columns, str(self.store.rv), include))
         return _json(items[0] if single else self._list_body(res, items))
 
-    async def _watch(self, raw: aiohttp.web.BaseRequest, res: ResourceDef, k8s: parsing.ParsedPath,
-                     query: dict[str, str]) -> aiohttp.web.StreamResponse:
+    async def _watch(
+        self, raw: aiohttp.web.BaseRequest, res: ResourceDef, k8s: parsing.ParsedPath, query: dict[str, str]
+    ) -> aiohttp.web.StreamResponse:
         if k8s.name:
-            query = dict(query, fieldSelector=",".join(filter(None, [query.get("fieldSelector"),
-                                                                     f"metadata.name={k8s.name}"])))
+            query = dict(
+                query,
+                fieldSelector=",".join(
+                    filter(None, [query.get("fieldSelector"), f"metadata.name={k8s.name}"])
+                ),
+            )
         since = query.get("resourceVersion")
         as_table = tables.wants_table(raw.headers.get("Accept", ""))
         columns = res.columns if res.columns is not None else tables.builtin_columns(res.plural)
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)
         try:
-            initial, watcher = self.store.subscribe(res, k8s.namespace, self._predicate(query),
-                                                    int(since) if since else None)
+            initial, watcher = self.store.subscribe(
+                res, k8s.namespace, self._predicate(query), int(since) if since else None
+            )
         except ApiError as exc:
             await response.write(json.dumps({"type": "ERROR", "object": exc.status()}).encode() + b"\n")
             return response
@@ -205,8 +254,11 @@ class ApiEmulator(kmock.KubernetesScaffold):
             pending: list[tuple[str, dict[str, Any]]] = list(initial)
             while True:
                 for kind, obj in pending:
-                    shown = tables.render_table([obj], columns, obj["metadata"]["resourceVersion"]) \
-                        if as_table else obj
+                    shown = (
+                        tables.render_table([obj], columns, obj["metadata"]["resourceVersion"])
+                        if as_table
+                        else obj
+                    )
                     await response.write(json.dumps({"type": kind, "object": shown}).encode() + b"\n")
                 pending = []
                 try:
@@ -226,16 +278,19 @@ class ApiEmulator(kmock.KubernetesScaffold):
             await response.write_eof()
         return response
 
-    async def _discovery(self, request: rendering.Request, path: str,
-                         k8s: parsing.ParsedPath) -> aiohttp.web.Response:
+    async def _discovery(
+        self, request: rendering.Request, path: str, k8s: parsing.ParsedPath
+    ) -> aiohttp.web.Response:
         if path == "/version":
-            return _json({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubeemu", "platform": "linux/amd64"})
+            return _json(
+                {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubeemu", "platform": "linux/amd64"}
+            )
         if path == "/":
             return _json(await self._serve_root(request))
         defs = list(self.store.defs.values())
         if path == "/openapi/v3":
             return _json(openapi.index(defs))
-        if path.startswith("/openapi/v3/") and (doc := openapi.document(defs, path[len("/openapi/v3/"):])):
+        if path.startswith("/openapi/v3/") and (doc := openapi.document(defs, path[len("/openapi/v3/") :])):
             return _json(doc)
         if path.startswith("/openapi"):
             raise ApiError(404, "NotFound", "the emulator publishes no such OpenAPI document")
@@ -243,7 +298,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
             return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         if path == "/apis":
             return _json(await self._serve_apis(request))
-        if k8s.group and k8s.version is None or (path.startswith("/apis/") and path.count("/") == 2):
+        if (k8s.group and k8s.version is None) or (path.startswith("/apis/") and path.count("/") == 2):
             request = attrs.evolve(request, resource=references.resource(group=path.split("/")[2]))
             return _json(await self._serve_group(request))
         if k8s.version is not None:
@@ -257,11 +312,29 @@ class ApiEmulator(kmock.KubernetesScaffold):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         resources: list[dict[str, Any]] = []
         for res in members:
-            entry = {"name": res.plural, "singularName": res.singular, "namespaced": res.namespaced,
-                     "kind": res.kind, "verbs": VERBS, "shortNames": res.shortnames, "categories": res.categories}
+            entry = {
+                "name": res.plural,
+                "singularName": res.singular,
+                "namespaced": res.namespaced,
+                "kind": res.kind,
+                "verbs": VERBS,
+                "shortNames": res.shortnames,
+                "categories": res.categories,
+            }
             resources.append(entry)
             if res.status_subresource:
-                resources.append({"name": f"{res.plural}/status", "singularName": "", "namespaced": res.namespaced,
-                                  "kind": res.kind, "verbs": ["get", "patch", "update"]})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}".lstrip("/"),
-                "resources": resources}
+                resources.append(
+                    {
+                        "name": f"{res.plural}/status",
+                        "singularName": "",
+                        "namespaced": res.namespaced,
+                        "kind": res.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}".lstrip("/"),
+            "resources": resources,
+        }

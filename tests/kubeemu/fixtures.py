@@ -51,17 +51,27 @@ class KubeApi:
 
         for key, value in self.env.items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(self.kubeconfig))
+        monkeypatch.setattr(
+            kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(self.kubeconfig)
+        )
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60,
-                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run real kubectl against this API; returns the completed process (text).
 
         Against the emulator use manifests (``apply -f``/``create -f``): imperative generators such as
         ``kubectl create namespace`` send protobuf, which the emulator answers with 415.
         """
-        return subprocess.run(["kubectl", *args], env={**os.environ, **self.env}, capture_output=True,
-                              text=True, check=check, timeout=timeout, input=stdin)
+        return subprocess.run(
+            ["kubectl", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            input=stdin,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -73,19 +83,30 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
     tmp = tmp_path_factory.mktemp("kubeemu")
     with emulator_subprocess(tmp / "emulator.log") as url:
         kubeconfig = write_kubeconfig(tmp / "kubeconfig", url)
-        yield KubeApi(kubeconfig, {"KUBECONFIG": str(kubeconfig), "KUBECACHEDIR": str(tmp / "kube-cache")},
-                      real=False, url=url)
+        yield KubeApi(
+            kubeconfig,
+            {"KUBECONFIG": str(kubeconfig), "KUBECACHEDIR": str(tmp / "kube-cache")},
+            real=False,
+            url=url,
+        )
 
 
 @pytest.fixture()
 def kube_namespace(kube_api: KubeApi) -> Iterator[str]:
     """A fresh namespace for one test, deleted (with everything in it) afterwards."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    kube_api.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace",
-                                                           "metadata": {"name": name}}))
+    kube_api.kubectl(
+        "create",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )
     yield name
     kube_api.kubectl("delete", "namespace", name, "--wait=false", check=False)
     if kube_api.real:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and kube_api.kubectl("get", "namespace", name, check=False).returncode == 0:
+        while (
+            time.monotonic() < deadline
+            and kube_api.kubectl("get", "namespace", name, check=False).returncode == 0
+        ):
             time.sleep(1)

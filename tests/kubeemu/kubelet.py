@@ -45,8 +45,15 @@ class _Run:
 class Kubelet:
     """``with Kubelet(api, tmp_path, extra_env={...}) as kubelet: ...`` runs Jobs until exit."""
 
-    def __init__(self, api: Api, workdir: pathlib.Path, extra_env: dict[str, str] | None = None,
-                 label_selector: str | None = None, namespace: str | None = None, interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        api: Api,
+        workdir: pathlib.Path,
+        extra_env: dict[str, str] | None = None,
+        label_selector: str | None = None,
+        namespace: str | None = None,
+        interval: float = 0.2,
+    ) -> None:
         self.api, self.workdir, self.extra_env = api, workdir, dict(extra_env or {})
         self.label_selector, self.namespace, self.interval = label_selector, namespace, interval
         self.runs: dict[str, _Run] = {}  # pod name -> running process
@@ -110,7 +117,10 @@ class Kubelet:
 
     def _sync(self, job: dict[str, Any]) -> None:
         meta, spec, status = job["metadata"], job["spec"], job.get("status") or {}
-        done = any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in status.get("conditions", []))
+        done = any(
+            c["type"] in ("Complete", "Failed") and c["status"] == "True"
+            for c in status.get("conditions", [])
+        )
         active = [run for run in self.runs.values() if run.job_uid == meta["uid"]]
         if done or meta.get("deletionTimestamp"):
             return
@@ -120,19 +130,34 @@ class Kubelet:
                 self.api.ok("DELETE", f"/api/v1/namespaces/{run.namespace}/pods/{run.pod}")
                 self._forget(run.pod)
             if not self._condition(status, "Suspended"):
-                self._job_status(job, active=0, condition=("Suspended", "True", "JobSuspended", "Job suspended"))
+                self._job_status(
+                    job, active=0, condition=("Suspended", "True", "JobSuspended", "Job suspended")
+                )
             return
         if self._condition(status, "Suspended"):
             self._job_status(job, condition=("Suspended", "False", "JobResumed", "Job resumed"))
             return
         deadline = spec.get("activeDeadlineSeconds")
-        if deadline and status.get("startTime") and active and time.monotonic() - active[0].started > deadline:
+        if (
+            deadline
+            and status.get("startTime")
+            and active
+            and time.monotonic() - active[0].started > deadline
+        ):
             for run in active:
                 self._terminate(run)
                 self._forget(run.pod)
-            self._job_status(job, active=0, failed=status.get("failed", 0) + 1,
-                             condition=("Failed", "True", "DeadlineExceeded", "Job was active longer than "
-                                        "specified deadline"))
+            self._job_status(
+                job,
+                active=0,
+                failed=status.get("failed", 0) + 1,
+                condition=(
+                    "Failed",
+                    "True",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                ),
+            )
             return
         if not active:
             self._start(job)
@@ -141,18 +166,28 @@ class Kubelet:
     def _condition(status: dict[str, Any], kind: str) -> bool:
         return any(c["type"] == kind and c["status"] == "True" for c in status.get("conditions", []))
 
-    def _job_status(self, job: dict[str, Any], condition: tuple[str, str, str, str] | None = None,
-                    **counters: Any) -> None:
+    def _job_status(
+        self, job: dict[str, Any], condition: tuple[str, str, str, str] | None = None, **counters: Any
+    ) -> None:
         meta = job["metadata"]
         status: dict[str, Any] = dict(counters)
         if condition is not None:
             kind, value, reason, message = condition
             conditions = [c for c in (job.get("status") or {}).get("conditions", []) if c["type"] != kind]
-            conditions.append({"type": kind, "status": value, "reason": reason, "message": message,
-                               "lastProbeTime": _now(), "lastTransitionTime": _now()})
+            conditions.append(
+                {
+                    "type": kind,
+                    "status": value,
+                    "reason": reason,
+                    "message": message,
+                    "lastProbeTime": _now(),
+                    "lastTransitionTime": _now(),
+                }
+            )
             status["conditions"] = conditions
-        updated = self.api.merge(f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}/status",
-                                 {"status": status})
+        updated = self.api.merge(
+            f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}/status", {"status": status}
+        )
         job["status"] = updated.get("status") or {}
 
     def _env(self, namespace: str, pod: str, container: dict[str, Any]) -> dict[str, str]:
@@ -173,37 +208,75 @@ class Kubelet:
                     raise RuntimeError(f"{kind} {ref['name']!r} has no key {ref['key']!r} for pod {pod}")
             elif "fieldRef" in source:
                 env[var["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}.get(
-                    source["fieldRef"]["fieldPath"], "")
+                    source["fieldRef"]["fieldPath"], ""
+                )
         return env
 
     def _start(self, job: dict[str, Any]) -> None:
         meta, template = job["metadata"], job["spec"]["template"]
         namespace = meta["namespace"]
         pod = f"{meta['name']}-{''.join(random.choices(string.ascii_lowercase + string.digits, k=5))}"
-        labels = {**(template.get("metadata", {}).get("labels") or {}), "job-name": meta["name"],
-                  "controller-uid": meta["uid"], "batch.kubernetes.io/job-name": meta["name"],
-                  "batch.kubernetes.io/controller-uid": meta["uid"]}
-        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
-                 "controller": True, "blockOwnerDeletion": True}
-        self.api.create(f"/api/v1/namespaces/{namespace}/pods", {
-            "metadata": {"name": pod, "labels": labels, "ownerReferences": [owner]}, "spec": template["spec"]})
+        labels = {
+            **(template.get("metadata", {}).get("labels") or {}),
+            "job-name": meta["name"],
+            "controller-uid": meta["uid"],
+            "batch.kubernetes.io/job-name": meta["name"],
+            "batch.kubernetes.io/controller-uid": meta["uid"],
+        }
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        self.api.create(
+            f"/api/v1/namespaces/{namespace}/pods",
+            {
+                "metadata": {"name": pod, "labels": labels, "ownerReferences": [owner]},
+                "spec": template["spec"],
+            },
+        )
         container = template["spec"]["containers"][0]
         pod_path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
         try:
             env = self._env(namespace, pod, container)
         except RuntimeError as exc:
-            self.api.merge(pod_path, {"status": {"phase": "Pending", "reason": "CreateContainerConfigError",
-                                                 "message": str(exc)}})
+            self.api.merge(
+                pod_path,
+                {"status": {"phase": "Pending", "reason": "CreateContainerConfigError", "message": str(exc)}},
+            )
             raise
         log = self.workdir / f"{pod}.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen([*container.get("command", []), *container.get("args", [])], env=env,
-                                       stdout=out, stderr=subprocess.STDOUT, cwd=container.get("workingDir"))
+            process = subprocess.Popen(
+                [*container.get("command", []), *container.get("args", [])],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=container.get("workingDir"),
+            )
         with self._lock:
             self.runs[pod] = _Run(pod, namespace, meta["uid"], process, log)
-        self.api.merge(pod_path, {"status": {"phase": "Running", "startTime": _now(), "containerStatuses": [
-            {"name": container["name"], "ready": True, "restartCount": 0, "image": container.get("image", ""),
-             "state": {"running": {"startedAt": _now()}}}]}})
+        self.api.merge(
+            pod_path,
+            {
+                "status": {
+                    "phase": "Running",
+                    "startTime": _now(),
+                    "containerStatuses": [
+                        {
+                            "name": container["name"],
+                            "ready": True,
+                            "restartCount": 0,
+                            "image": container.get("image", ""),
+                            "state": {"running": {"startedAt": _now()}},
+                        }
+                    ],
+                }
+            },
+        )
         status = job.get("status") or {}
         self._job_status(job, active=1, startTime=status.get("startTime") or _now())
 
@@ -214,20 +287,51 @@ class Kubelet:
         reason = "Completed" if code == 0 else "Error"
         self._forget(run.pod)
         with contextlib.suppress(ApiResponseError):  # the pod may be gone already
-            self.api.merge(f"/api/v1/namespaces/{run.namespace}/pods/{run.pod}/status", {"status": {
-                "phase": phase, "containerStatuses": [{"name": "main", "ready": False, "restartCount": 0,
-                                                       "state": {"terminated": {"exitCode": exit_code,
-                                                                                "reason": reason,
-                                                                                "finishedAt": _now()}}}]}})
+            self.api.merge(
+                f"/api/v1/namespaces/{run.namespace}/pods/{run.pod}/status",
+                {
+                    "status": {
+                        "phase": phase,
+                        "containerStatuses": [
+                            {
+                                "name": "main",
+                                "ready": False,
+                                "restartCount": 0,
+                                "state": {
+                                    "terminated": {
+                                        "exitCode": exit_code,
+                                        "reason": reason,
+                                        "finishedAt": _now(),
+                                    }
+                                },
+                            }
+                        ],
+                    }
+                },
+            )
         status = job.get("status") or {}
         if code == 0:
-            self._job_status(job, active=0, succeeded=status.get("succeeded", 0) + 1, completionTime=_now(),
-                             condition=("Complete", "True", "Completed", "Job completed"))
+            self._job_status(
+                job,
+                active=0,
+                succeeded=status.get("succeeded", 0) + 1,
+                completionTime=_now(),
+                condition=("Complete", "True", "Completed", "Job completed"),
+            )
             return
         failed = status.get("failed", 0) + 1
         if failed > job["spec"].get("backoffLimit", 6):
-            self._job_status(job, active=0, failed=failed, condition=(
-                "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+            self._job_status(
+                job,
+                active=0,
+                failed=failed,
+                condition=(
+                    "Failed",
+                    "True",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ),
+            )
         else:
             self._job_status(job, active=0, failed=failed)
 

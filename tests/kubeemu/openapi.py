@@ -25,17 +25,27 @@ def document(defs: list[ResourceDef], path: str) -> dict[str, Any] | None:
     members = [res for res in defs if gv_path(res) == path]
     if not members:
         return None
-    params = [{"name": name, "in": "query", "schema": {"type": "string"}}
-              for name in ("dryRun", "fieldManager", "fieldValidation", "force")]
+    params = [
+        {"name": name, "in": "query", "schema": {"type": "string"}}
+        for name in ("dryRun", "fieldManager", "fieldValidation", "force")
+    ]
     paths: dict[str, Any] = {}
     for res in members:
         scope = "namespaces/{namespace}/" if res.namespaced else ""
         gvk = {"group": res.group, "version": res.version, "kind": res.kind}
-        operation = {"operationId": f"patch{res.kind}", "parameters": params,
-                     "x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "patch",
-                     "responses": {"200": {"description": "OK"}}}
+        operation = {
+            "operationId": f"patch{res.kind}",
+            "parameters": params,
+            "x-kubernetes-group-version-kind": gvk,
+            "x-kubernetes-action": "patch",
+            "responses": {"200": {"description": "OK"}},
+        }
         create = dict(operation, operationId=f"create{res.kind}", **{"x-kubernetes-action": "post"})
         paths[f"/{path}/{scope}{res.plural}/{{name}}"] = {"patch": operation, "put": dict(operation)}
         paths[f"/{path}/{scope}{res.plural}"] = {"post": create}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes (kubeemu)", "version": "v1.32.0"},
-            "paths": paths, "components": {"schemas": {}}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (kubeemu)", "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }

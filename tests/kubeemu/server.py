@@ -26,19 +26,26 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 def write_kubeconfig(path: pathlib.Path, server: str, namespace: str = "default") -> pathlib.Path:
     """A kubeconfig for kubectl, the kubernetes client and kopf; plain HTTP, a dummy token."""
     config = {
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
         "clusters": [{"name": "kubeemu", "cluster": {"server": server}}],
         "users": [{"name": "kubeemu", "user": {"token": "kubeemu"}}],  # a dummy: empty users fail to load
-        "contexts": [{"name": "kubeemu", "context": {"cluster": "kubeemu", "user": "kubeemu",
-                                                     "namespace": namespace}}],
+        "contexts": [
+            {"name": "kubeemu", "context": {"cluster": "kubeemu", "user": "kubeemu", "namespace": namespace}}
+        ],
         "current-context": "kubeemu",
     }
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-async def serve(port: int, ready: threading.Event | None = None, stop: asyncio.Event | None = None,
-                holder: list[ApiEmulator] | None = None) -> None:
+async def serve(
+    port: int,
+    ready: threading.Event | None = None,
+    stop: asyncio.Event | None = None,
+    holder: list[ApiEmulator] | None = None,
+) -> None:
     async with ApiEmulator() as emulator, kmock.Server(emulator, host="127.0.0.1", port=port) as server:
         if holder is not None:
             holder.append(emulator)
@@ -52,9 +59,16 @@ async def serve(port: int, ready: threading.Event | None = None, stop: asyncio.E
 def emulator_subprocess(log_path: pathlib.Path | None = None) -> Iterator[str]:
     """Start ``python -m tests.kubeemu.server`` on a free port; yield its base URL."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-m", "tests.kubeemu.server", "--port", "0"], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=log, env=env)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.kubeemu.server", "--port", "0"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()

@@ -39,8 +39,16 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details or {}
 
     def status(self) -> dict[str, Any]:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": self.code,
-                "reason": self.reason, "message": self.message, "details": self.details}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "code": self.code,
+            "reason": self.reason,
+            "message": self.message,
+            "details": self.details,
+        }
 
 
 def now() -> str:
@@ -58,9 +66,15 @@ def _details(res: ResourceDef, name: str) -> dict[str, Any]:
 def invalid(res: ResourceDef, name: str, errors: list[tuple[str, str]]) -> ApiError:
     text = errors[0][1] if len(errors) == 1 else "[" + ", ".join(message for _, message in errors) + "]"
     kind = f"{res.kind}.{res.group}" if res.group else res.kind
-    causes = [{"reason": "FieldValueInvalid", "message": message, "field": field} for field, message in errors]
-    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {text}',
-                    {"name": name, "group": res.group, "kind": res.kind, "causes": causes})
+    causes = [
+        {"reason": "FieldValueInvalid", "message": message, "field": field} for field, message in errors
+    ]
+    return ApiError(
+        422,
+        "Invalid",
+        f'{kind} "{name}" is invalid: {text}',
+        {"name": name, "group": res.group, "kind": res.kind, "causes": causes},
+    )
 
 
 class Watcher:
@@ -98,8 +112,12 @@ class Store:
     def resolve(self, group: str, version: str, plural: str) -> ResourceDef:
         res = self.defs.get((group, version, plural))
         if res is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource",
-                           {"group": group, "kind": plural})
+            raise ApiError(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                {"group": group, "kind": plural},
+            )
         return res
 
     def by_kind(self, api_version: str, kind: str) -> ResourceDef | None:
@@ -114,21 +132,32 @@ class Store:
 
     def list(self, res: ResourceDef, namespace: str | None, predicate: Predicate) -> list[dict[str, Any]]:
         items = self.objects[res.key].values()
-        return [o for o in items if (namespace is None or o["metadata"].get("namespace") == namespace)
-                and predicate(o)]
+        return [
+            o
+            for o in items
+            if (namespace is None or o["metadata"].get("namespace") == namespace) and predicate(o)
+        ]
 
-    def subscribe(self, res: ResourceDef, namespace: str | None, predicate: Predicate,
-                  since: int | None) -> tuple[list[tuple[str, dict[str, Any]]], Watcher]:
+    def subscribe(
+        self, res: ResourceDef, namespace: str | None, predicate: Predicate, since: int | None
+    ) -> tuple[list[tuple[str, dict[str, Any]]], Watcher]:
         """Initial events (ADDED for all, or the history after ``since``) and a live watcher, gap-free."""
         watcher = Watcher(namespace, predicate)
         if since is None or since == 0:
             initial = [("ADDED", o) for o in self.list(res, namespace, predicate)]
         else:
-            if since < self.rv and self.history and self.history[0][0] > since + 1 \
-                    and len(self.history) == self.history.maxlen:
+            if (
+                since < self.rv
+                and self.history
+                and self.history[0][0] > since + 1
+                and len(self.history) == self.history.maxlen
+            ):
                 raise ApiError(410, "Expired", f"too old resource version: {since} ({self.history[0][0]})")
-            initial = [(kind, obj) for rv, key, kind, obj in self.history
-                       if rv > since and key == res.key and watcher.wants(obj)]
+            initial = [
+                (kind, obj)
+                for rv, key, kind, obj in self.history
+                if rv > since and key == res.key and watcher.wants(obj)
+            ]
         self.watchers[res.key].add(watcher)
         return initial, watcher
 
@@ -211,45 +240,69 @@ class Store:
         new["metadata"].update(deletionTimestamp=now(), deletionGracePeriodSeconds=0)
         return self._commit(res, new, obj)
 
-    def delete(self, res: ResourceDef, namespace: str | None, name: str, options: dict[str, Any],
-               dry_run: bool = False) -> dict[str, Any]:
+    def delete(
+        self,
+        res: ResourceDef,
+        namespace: str | None,
+        name: str,
+        options: dict[str, Any],
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         obj = self.get(res, namespace, name)
         pre = options.get("preconditions") or {}
         for field in ("uid", "resourceVersion"):
             if pre.get(field) and pre[field] != obj["metadata"].get(field):
                 raise self._conflict(res, name, f"Precondition failed: {field}")
         policy = options.get("propagationPolicy") or (
-            "Orphan" if options.get("orphanDependents") is True or res.key == ("batch", "v1", "jobs")
-            else "Background")
+            "Orphan"
+            if options.get("orphanDependents") is True or res.key == ("batch", "v1", "jobs")
+            else "Background"
+        )
         return obj if dry_run else self._delete(res, obj, policy)
 
     @staticmethod
     def _conflict(res: ResourceDef, name: str, why: str) -> ApiError:
-        return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(res)} "{name}": {why}',
-                        _details(res, name))
+        return ApiError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {_qualified(res)} "{name}": {why}',
+            _details(res, name),
+        )
 
-    def create(self, res: ResourceDef, namespace: str | None, body: Any, dry_run: bool = False) -> dict[str, Any]:
+    def create(
+        self, res: ResourceDef, namespace: str | None, body: Any, dry_run: bool = False
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request was not a JSON object")
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {}) or {}
         obj["metadata"] = meta
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + "".join(random.choices(string.ascii_lowercase + "2456789", k=5))
+            meta["name"] = meta["generateName"] + "".join(
+                random.choices(string.ascii_lowercase + "2456789", k=5)
+            )
         name = meta.get("name") or ""
         if not name:
-            raise invalid(res, "", [("metadata.name", "metadata.name: Required value: name or generateName is "
-                                     "required")])
+            raise invalid(
+                res,
+                "",
+                [("metadata.name", "metadata.name: Required value: name or generateName is required")],
+            )
         if res.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             if meta.get("namespace", namespace) != namespace:
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
-                               "namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
         if (meta.get("namespace", ""), name) in self.objects[res.key]:
-            raise ApiError(409, "AlreadyExists", f'{_qualified(res)} "{name}" already exists', _details(res, name))
+            raise ApiError(
+                409, "AlreadyExists", f'{_qualified(res)} "{name}" already exists', _details(res, name)
+            )
         obj.update(apiVersion=res.api_version, kind=res.kind)
         for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
@@ -263,8 +316,16 @@ class Store:
             self.create(self.defs[("", "v1", "namespaces")], None, {"metadata": {"name": namespace}})
         return self._commit(res, obj, None)
 
-    def update(self, res: ResourceDef, namespace: str | None, name: str, body: Any, subresource: str | None,
-               dry_run: bool = False, patch_type: str | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        res: ResourceDef,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        subresource: str | None,
+        dry_run: bool = False,
+        patch_type: str | None = None,
+    ) -> dict[str, Any]:
         """PUT (``patch_type`` None) or PATCH of the main resource or its ``status`` subresource."""
         old = self.get(res, namespace, name)
         if subresource not in (None, "status") or (subresource == "status" and not res.status_subresource):
@@ -278,8 +339,11 @@ class Store:
             raise ApiError(400, "BadRequest", "the body of the request was not a JSON object")
         given = (body.get("metadata") or {}).get("resourceVersion")
         if given and given != old["metadata"]["resourceVersion"]:
-            raise self._conflict(res, name, "the object has been modified; please apply your changes to the "
-                                 "latest version and try again")
+            raise self._conflict(
+                res,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
         if subresource == "status" or (res.status_subresource and subresource is None):
             new = copy.deepcopy(old) if subresource == "status" else copy.deepcopy(body)
             source = body if subresource == "status" else old
@@ -291,8 +355,16 @@ class Store:
         meta = new.setdefault("metadata", {})
         if meta.get("name", name) != name:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
-        keep = ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds",
-                "namespace", "name", "resourceVersion")
+        keep = (
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "name",
+            "resourceVersion",
+        )
         for field in keep:
             meta.pop(field, None)
             if field in old["metadata"]:
@@ -301,8 +373,17 @@ class Store:
         if old["metadata"].get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise invalid(res, name, [("metadata.finalizers", "metadata.finalizers: Forbidden: no new "
-                                           "finalizers can be added if the object is being deleted")])
+                raise invalid(
+                    res,
+                    name,
+                    [
+                        (
+                            "metadata.finalizers",
+                            "metadata.finalizers: Forbidden: no new "
+                            "finalizers can be added if the object is being deleted",
+                        )
+                    ],
+                )
         self._prepare(res, new, old)
         if new == old:
             return old
@@ -314,20 +395,35 @@ class Store:
         """Per-kind defaulting and validation (what admission and the registry strategies do)."""
         meta, name = obj["metadata"], obj["metadata"]["name"]
         errors: list[tuple[str, str]] = []
-        if len(name) > (63 if res.kind in ("Job", "Namespace", "Service") else 253) or not _NAME_RE.match(name):
-            errors.append(("metadata.name", f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
-                           "subdomain must consist of lower case alphanumeric characters, '-' or '.'"))
+        if len(name) > (63 if res.kind in ("Job", "Namespace", "Service") else 253) or not _NAME_RE.match(
+            name
+        ):
+            errors.append(
+                (
+                    "metadata.name",
+                    f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
+                    "subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+                )
+            )
         for key, value in (meta.get("labels") or {}).items():
             if not isinstance(value, str) or len(value) > 63 or not _LABEL_RE.match(value):
-                errors.append((f"metadata.labels.{key}", f"metadata.labels: Invalid value: {value!r}: a valid "
-                               "label must be an empty string or consist of alphanumeric characters, '-', '_' "
-                               "or '.', at most 63 characters"))
+                errors.append(
+                    (
+                        f"metadata.labels.{key}",
+                        f"metadata.labels: Invalid value: {value!r}: a valid "
+                        "label must be an empty string or consist of alphanumeric characters, '-', '_' "
+                        "or '.', at most 63 characters",
+                    )
+                )
         for i, ref in enumerate(meta.get("ownerReferences") or []):
             for field in ("apiVersion", "kind", "name", "uid"):
                 if not ref.get(field):
-                    errors.append((f"metadata.ownerReferences[{i}].{field}",
-                                   f"metadata.ownerReferences.{field}: Invalid value: \"\": {field} must not "
-                                   "be empty"))
+                    errors.append(
+                        (
+                            f"metadata.ownerReferences[{i}].{field}",
+                            f'metadata.ownerReferences.{field}: Invalid value: "": {field} must not be empty',
+                        )
+                    )
         if res.schema is not None:
             res.schema.prepare(obj)
             errors += res.schema.errors(obj)
@@ -344,10 +440,19 @@ class Store:
             obj["status"] = {"phase": "Pending"}
         elif res.kind == "Job" and res.group == "batch":
             spec = obj.setdefault("spec", {})
-            for field, default in (("backoffLimit", 6), ("completions", 1), ("parallelism", 1), ("suspend", False)):
+            for field, default in (
+                ("backoffLimit", 6),
+                ("completions", 1),
+                ("parallelism", 1),
+                ("suspend", False),
+            ):
                 spec.setdefault(field, default)
-            labels = {"batch.kubernetes.io/controller-uid": meta["uid"], "batch.kubernetes.io/job-name": name,
-                      "controller-uid": meta["uid"], "job-name": name}
+            labels = {
+                "batch.kubernetes.io/controller-uid": meta["uid"],
+                "batch.kubernetes.io/job-name": name,
+                "controller-uid": meta["uid"],
+                "job-name": name,
+            }
             spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}})
             template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
             template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}
@@ -367,9 +472,11 @@ class Store:
         names.setdefault("singular", names["kind"].lower())
         names.setdefault("listKind", names["kind"] + "List")
         stamp = now()
-        crd["status"] = {"acceptedNames": names, "storedVersions": [v["name"] for v in crd["spec"]["versions"]
-                                                                   if v.get("storage")],
-                         "conditions": [{"type": t, "status": "True", "reason": r, "message": "",
-                                         "lastTransitionTime": stamp}
-                                        for t, r in (("NamesAccepted", "NoConflicts"),
-                                                     ("Established", "InitialNamesAccepted"))]}
+        crd["status"] = {
+            "acceptedNames": names,
+            "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")],
+            "conditions": [
+                {"type": t, "status": "True", "reason": r, "message": "", "lastTransitionTime": stamp}
+                for t, r in (("NamesAccepted", "NoConflicts"), ("Established", "InitialNamesAccepted"))
+            ],
+        }

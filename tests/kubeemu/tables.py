@@ -12,10 +12,20 @@ from typing import Any
 
 _TOKEN_RE = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
 
-NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "priority": 0,
-               "description": "Name must be unique within a namespace."}
-AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "priority": 0,
-              "description": "CreationTimestamp of the object."}
+NAME_COLUMN = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "priority": 0,
+    "description": "Name must be unique within a namespace.",
+}
+AGE_COLUMN = {
+    "name": "Age",
+    "type": "date",
+    "jsonPath": ".metadata.creationTimestamp",
+    "priority": 0,
+    "description": "CreationTimestamp of the object.",
+}
 
 
 def json_path(obj: Any, path: str) -> Any:
@@ -67,21 +77,34 @@ def builtin_columns(plural: str) -> list[dict[str, Any]]:
     """A minimal set of columns for built-in kinds (the real server prints more)."""
     extra: dict[str, list[dict[str, Any]]] = {
         "pods": [{"name": "Status", "type": "string", "jsonPath": ".status.phase"}],
-        "jobs": [{"name": "Succeeded", "type": "integer", "jsonPath": ".status.succeeded"},
-                 {"name": "Failed", "type": "integer", "jsonPath": ".status.failed"}],
+        "jobs": [
+            {"name": "Succeeded", "type": "integer", "jsonPath": ".status.succeeded"},
+            {"name": "Failed", "type": "integer", "jsonPath": ".status.failed"},
+        ],
         "namespaces": [{"name": "Status", "type": "string", "jsonPath": ".status.phase"}],
-        "events": [{"name": "Reason", "type": "string", "jsonPath": ".reason"},
-                   {"name": "Message", "type": "string", "jsonPath": ".message"}],
+        "events": [
+            {"name": "Reason", "type": "string", "jsonPath": ".reason"},
+            {"name": "Message", "type": "string", "jsonPath": ".message"},
+        ],
     }
     return [*extra.get(plural, []), AGE_COLUMN]
 
 
-def render_table(objects: list[dict[str, Any]], columns: list[dict[str, Any]], resource_version: str,
-                 include: str = "Metadata") -> dict[str, Any]:
+def render_table(
+    objects: list[dict[str, Any]],
+    columns: list[dict[str, Any]],
+    resource_version: str,
+    include: str = "Metadata",
+) -> dict[str, Any]:
     """Build the Table kubectl prints; ``include`` is the request's includeObject (None/Metadata/Object)."""
     definitions = [NAME_COLUMN] + [
-        {"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
-         "description": c.get("description", c["name"]), "priority": c.get("priority", 0)}
+        {
+            "name": c["name"],
+            "type": c.get("type", "string"),
+            "format": c.get("format", ""),
+            "description": c.get("description", c["name"]),
+            "priority": c.get("priority", 0),
+        }
         for c in columns
     ]
     rows = []
@@ -90,11 +113,19 @@ def render_table(objects: list[dict[str, Any]], columns: list[dict[str, Any]], r
         if include == "Object":
             row["object"] = obj
         elif include != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj["metadata"]}
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj["metadata"],
+            }
         rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
-            "columnDefinitions": definitions, "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    }
 
 
 def wants_table(accept: str) -> bool:

@@ -1,0 +1,49 @@
+# Two commands for a newcomer (see README):  make run   |   make test
+# Everything installs into .venv; torch 2.13.0 (CPU build, from the local wheel cache where present) comes first
+# so that no other requirement pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast lint typecheck tools bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+## Train manifests/samples/sol-run.yaml on the bundled data (progress bar, then a result summary).
+run: install
+	$(BIN)/python -m trainer run manifests/samples/sol-run.yaml
+
+tools:
+	bash .ci/install-tools.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check trainer operator tests bench scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+## Lint, type-check and run every test except GPU-only ones (slow ones included).
+test: install tools lint typecheck
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+## The fast default selection only (no slow, no GPU).
+test-fast: install
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python bench/bench_speed.py
+	$(BIN)/python bench/bench_checkpoint.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache runs
