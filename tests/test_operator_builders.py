@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
+from trainop import builders
+from trainop.settings import Settings
 
 from trainer import exitcodes
 from trainer.spec import SpecError
-from trainop import builders
-from trainop.settings import Settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -26,10 +26,14 @@ SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "sol-run.yaml").read_t
 
 def run_of(spec_update: dict[str, Any] | None = None, name: str = "sol-tft") -> dict[str, Any]:
     run = copy.deepcopy(SAMPLE)
-    run["metadata"] = {"name": name, "namespace": "ml", "uid": "0b6b7c1e-1111-2222-3333-444455556666",
-                       "generation": 1}
+    run["metadata"] = {
+        "name": name,
+        "namespace": "ml",
+        "uid": "0b6b7c1e-1111-2222-3333-444455556666",
+        "generation": 1,
+    }
     run["spec"].update(spec_update or {})
-    return run
+    return dict(run)
 
 
 SETTINGS = Settings(
@@ -87,8 +91,12 @@ def test_rbac_golden() -> None:
 def test_role_is_least_privilege() -> None:
     role = builders.build_role(run_of())
     assert role["rules"] == [
-        {"apiGroups": ["cryptopredictor.dev"], "resources": ["trainingruns/status"], "resourceNames": ["sol-tft"],
-         "verbs": ["get", "patch"]}
+        {
+            "apiGroups": ["cryptopredictor.dev"],
+            "resources": ["trainingruns/status"],
+            "resourceNames": ["sol-tft"],
+            "verbs": ["get", "patch"],
+        }
     ]
     binding = builders.build_role_binding(run_of())
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -97,11 +105,21 @@ def test_role_is_least_privilege() -> None:
 
 def test_children_are_owned_and_labelled() -> None:
     run = run_of()
-    for child in (builders.build_job(run, SETTINGS), builders.build_service_account(run),
-                  builders.build_role(run), builders.build_role_binding(run)):
+    for child in (
+        builders.build_job(run, SETTINGS),
+        builders.build_service_account(run),
+        builders.build_role(run),
+        builders.build_role_binding(run),
+    ):
         (owner,) = child["metadata"]["ownerReferences"]
-        assert owner == {"apiVersion": "cryptopredictor.dev/v1alpha1", "kind": "TrainingRun", "name": "sol-tft",
-                         "uid": run["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+        assert owner == {
+            "apiVersion": "cryptopredictor.dev/v1alpha1",
+            "kind": "TrainingRun",
+            "name": "sol-tft",
+            "uid": run["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         assert child["metadata"]["namespace"] == "ml"
         assert child["metadata"]["labels"]["cryptopredictor.dev/run"] == "sol-tft"
         assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "trainop"
@@ -113,7 +131,14 @@ def test_job_shape() -> None:
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert job["metadata"]["name"] == "sol-tft-train"
-    assert container["command"] == ["python", "-m", "trainer", "run", "--manifest-env", "TRAININGRUN_MANIFEST"]
+    assert container["command"] == [
+        "python",
+        "-m",
+        "trainer",
+        "run",
+        "--manifest-env",
+        "TRAININGRUN_MANIFEST",
+    ]
     assert pod["restartPolicy"] == "Never"
     assert pod["serviceAccountName"] == "sol-tft-trainer"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
@@ -125,7 +150,10 @@ def test_job_shape() -> None:
     assert spec["backoffLimit"] == 3 and spec["suspend"] is False
     assert pod["terminationGracePeriodSeconds"] == 30  # gracePeriodSeconds 25 + 5
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     assert rules[1]["action"] == "FailJob"
     assert rules[1]["onExitCodes"]["values"] == [exitcodes.INVALID_CONFIG, exitcodes.NAN_LOSS] == [2, 4]
     assert rules[2]["action"] == "Ignore" and rules[2]["onExitCodes"]["values"] == [143]
@@ -139,9 +167,12 @@ def test_job_env_and_manifest() -> None:
     assert env["TRAINER_STATUS_THROTTLE_SECONDS"] == "10"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["AWS_ENDPOINT_URL"] == "http://minio.minio:9000"
-    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-credentials", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
+    }
     assert env["AWS_SECRET_ACCESS_KEY"] == {
-        "secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}}
+        "secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
     doc = json.loads(env["TRAININGRUN_MANIFEST"])
     assert doc["apiVersion"] == "cryptopredictor.dev/v1alpha1" and doc["kind"] == "TrainingRun"
     assert doc["metadata"] == {"name": "sol-tft", "namespace": "ml"}
@@ -172,8 +203,12 @@ def test_job_cluster_fields() -> None:
 def test_no_s3_env_without_endpoint_or_secret() -> None:
     env = env_of(builders.build_job(run_of(), Settings(checkpoint_prefix="s3://bkt/p")))
     assert not {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)
-    assert builders.build_job(run_of(), Settings(checkpoint_prefix="s3://bkt/p"))["spec"]["template"]["spec"][
-        "containers"][0]["image"] == "ghcr.io/crypto-price-predictor/trainer:0.1.0"
+    assert (
+        builders.build_job(run_of(), Settings(checkpoint_prefix="s3://bkt/p"))["spec"]["template"]["spec"][
+            "containers"
+        ][0]["image"]
+        == "ghcr.io/crypto-price-predictor/trainer:0.1.0"
+    )
 
 
 def test_builders_are_deterministic() -> None:

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
 from trainop.conditions import (
     derive_phase,
     get_condition,
@@ -32,8 +31,15 @@ def cond(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any]:
 
 def test_set_condition_adds_and_keeps_transition_time_unless_status_changes() -> None:
     conds = set_condition([], "Running", "False", "Unschedulable", "no GPU", T0)
-    assert conds == [{"type": "Running", "status": "False", "reason": "Unschedulable", "message": "no GPU",
-                      "lastTransitionTime": "2026-01-02T03:04:05Z"}]
+    assert conds == [
+        {
+            "type": "Running",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "no GPU",
+            "lastTransitionTime": "2026-01-02T03:04:05Z",
+        }
+    ]
     same_status = set_condition(conds, "Running", "False", "ImagePullBackOff", "bad image", T1)
     assert cond(same_status, "Running")["lastTransitionTime"] == "2026-01-02T03:04:05Z"
     assert cond(same_status, "Running")["reason"] == "ImagePullBackOff"
@@ -75,7 +81,9 @@ def test_derive_phase(true_types: list[str], phase: str) -> None:
 def test_phase_reason_while_pending_is_the_running_conditions_reason() -> None:
     conds = set_condition([], "JobCreated", "True", "JobCreated", "Job x created", T0)
     assert phase_reason(conds) == ("JobCreated", "Job x created")
-    conds = set_condition(conds, "Running", "False", "Unschedulable", "0/3 nodes: Insufficient nvidia.com/gpu", T0)
+    conds = set_condition(
+        conds, "Running", "False", "Unschedulable", "0/3 nodes: Insufficient nvidia.com/gpu", T0
+    )
     assert phase_reason(conds) == ("Unschedulable", "0/3 nodes: Insufficient nvidia.com/gpu")
     assert phase_reason([]) == ("Created", "waiting for the operator to create the Job")
 
@@ -83,35 +91,61 @@ def test_phase_reason_while_pending_is_the_running_conditions_reason() -> None:
 # --- Job and pods -> conditions -------------------------------------------------------------------------------
 
 
-def job(*conds: tuple[str, str, str], suspend: bool = False, failed: int = 0, **status: Any) -> dict[str, Any]:
+def job(
+    *conds: tuple[str, str, str], suspend: bool = False, failed: int = 0, **status: Any
+) -> dict[str, Any]:
     return {
         "metadata": {"name": "sol-tft-train"},
         "spec": {"suspend": suspend},
-        "status": {"failed": failed, "conditions": [
-            {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": "2026-01-02T04:00:00Z"}
-            for t, r, m in conds
-        ], **status},
+        "status": {
+            "failed": failed,
+            "conditions": [
+                {
+                    "type": t,
+                    "status": "True",
+                    "reason": r,
+                    "message": m,
+                    "lastTransitionTime": "2026-01-02T04:00:00Z",
+                }
+                for t, r, m in conds
+            ],
+            **status,
+        },
     }
 
 
-def pod(phase: str, *, waiting: str | None = None, terminated: dict[str, Any] | None = None,
-        scheduled: tuple[str, str] | None = None, name: str = "sol-tft-train-abcde",
-        restarts: int = 0) -> dict[str, Any]:
+def pod(
+    phase: str,
+    *,
+    waiting: str | None = None,
+    terminated: dict[str, Any] | None = None,
+    scheduled: tuple[str, str] | None = None,
+    name: str = "sol-tft-train-abcde",
+    restarts: int = 0,
+) -> dict[str, Any]:
     state: dict[str, Any] = {}
     if waiting:
         state = {"waiting": {"reason": waiting, "message": f"{waiting} message"}}
     if terminated:
         state = {"terminated": terminated}
-    status: dict[str, Any] = {"phase": phase,
-                              "containerStatuses": [{"name": "trainer", "state": state, "restartCount": restarts}]}
+    status: dict[str, Any] = {
+        "phase": phase,
+        "containerStatuses": [{"name": "trainer", "state": state, "restartCount": restarts}],
+    }
     if scheduled:
-        status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": scheduled[0],
-                                 "message": scheduled[1]}]
-    return {"metadata": {"name": name, "creationTimestamp": "2026-01-02T03:00:00Z"},
-            "spec": {"nodeName": "gpu-1"} if phase == "Running" else {}, "status": status}
+        status["conditions"] = [
+            {"type": "PodScheduled", "status": "False", "reason": scheduled[0], "message": scheduled[1]}
+        ]
+    return {
+        "metadata": {"name": name, "creationTimestamp": "2026-01-02T03:00:00Z"},
+        "spec": {"nodeName": "gpu-1"} if phase == "Running" else {},
+        "status": status,
+    }
 
 
-def updates_of(job_: dict[str, Any] | None, pods: list[dict[str, Any]], **kw: Any) -> dict[str, tuple[str, str]]:
+def updates_of(
+    job_: dict[str, Any] | None, pods: list[dict[str, Any]], **kw: Any
+) -> dict[str, tuple[str, str]]:
     return {t: (s, r) for t, s, r, _ in job_to_conditions(job_, pods, **kw).updates}
 
 
@@ -142,15 +176,20 @@ def test_unschedulable() -> None:
 
 
 def test_starting_and_waiting_for_pod() -> None:
-    assert updates_of(job(), [pod("Pending", waiting="ContainerCreating")])["Running"] == ("False", "Starting")
+    assert updates_of(job(), [pod("Pending", waiting="ContainerCreating")])["Running"] == (
+        "False",
+        "Starting",
+    )
     assert updates_of(job(), [])["Running"] == ("False", "WaitingForPod")
     failed = pod("Failed", terminated={"exitCode": 1, "reason": "Error"})
     assert updates_of(job(failed=1), [failed])["Running"] == ("False", "Restarting")
 
 
 def test_succeeded() -> None:
-    obs = job_to_conditions(job(("Complete", "CompletionsReached", "done"), completionTime="2026-01-02T05:00:00Z"),
-                            [pod("Succeeded", terminated={"exitCode": 0})])
+    obs = job_to_conditions(
+        job(("Complete", "CompletionsReached", "done"), completionTime="2026-01-02T05:00:00Z"),
+        [pod("Succeeded", terminated={"exitCode": 0})],
+    )
     u = {t: (s, r) for t, s, r, _ in obs.updates}
     assert u["Succeeded"] == ("True", "Completed") and u["Running"] == ("False", "Completed")
     assert obs.completion_time == "2026-01-02T05:00:00Z"
@@ -159,21 +198,49 @@ def test_succeeded() -> None:
 @pytest.mark.parametrize(
     ("job_cond", "pods", "reason"),
     [
-        (("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"), [], "DeadlineExceeded"),
-        (("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
-         [pod("Failed", terminated={"exitCode": 1, "reason": "Error"})], "BackoffLimitExceeded"),
-        (("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
-         [pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})], "OOMKilled"),
-        (("Failed", "PodFailurePolicy",
-          "Container trainer for pod ml/sol-tft-train-x failed with exit code 4 matching FailJob rule at index 1"),
-         [], "NaNLoss"),
-        (("Failed", "PodFailurePolicy",
-          "Container trainer for pod ml/sol-tft-train-x failed with exit code 2 matching FailJob rule at index 1"),
-         [], "InvalidConfig"),
-        (("FailureTarget", "PodFailurePolicy", "no code in this message"),
-         [pod("Failed", terminated={"exitCode": 4, "reason": "Error"})], "NaNLoss"),
-        (("Failed", "BackoffLimitExceeded", "limit"),
-         [pod("Failed", terminated={"exitCode": 3, "reason": "Error"})], "StorageError"),
+        (
+            ("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"),
+            [],
+            "DeadlineExceeded",
+        ),
+        (
+            ("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+            [pod("Failed", terminated={"exitCode": 1, "reason": "Error"})],
+            "BackoffLimitExceeded",
+        ),
+        (
+            ("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+            [pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})],
+            "OOMKilled",
+        ),
+        (
+            (
+                "Failed",
+                "PodFailurePolicy",
+                "Container trainer for pod ml/sol-tft-train-x failed with exit code 4 matching FailJob rule at index 1",
+            ),
+            [],
+            "NaNLoss",
+        ),
+        (
+            (
+                "Failed",
+                "PodFailurePolicy",
+                "Container trainer for pod ml/sol-tft-train-x failed with exit code 2 matching FailJob rule at index 1",
+            ),
+            [],
+            "InvalidConfig",
+        ),
+        (
+            ("FailureTarget", "PodFailurePolicy", "no code in this message"),
+            [pod("Failed", terminated={"exitCode": 4, "reason": "Error"})],
+            "NaNLoss",
+        ),
+        (
+            ("Failed", "BackoffLimitExceeded", "limit"),
+            [pod("Failed", terminated={"exitCode": 3, "reason": "Error"})],
+            "StorageError",
+        ),
     ],
 )
 def test_failure_reasons(job_cond: tuple[str, str, str], pods: list[dict[str, Any]], reason: str) -> None:
@@ -183,12 +250,20 @@ def test_failure_reasons(job_cond: tuple[str, str, str], pods: list[dict[str, An
 
 
 def test_failure_reason_uses_the_latest_attempt() -> None:
-    old = pod("Failed", name="a", terminated={"exitCode": 137, "reason": "OOMKilled",
-                                              "finishedAt": "2026-01-02T03:10:00Z"})
-    new = pod("Failed", name="b", terminated={"exitCode": 1, "reason": "Error",
-                                              "finishedAt": "2026-01-02T03:20:00Z"})
+    old = pod(
+        "Failed",
+        name="a",
+        terminated={"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-01-02T03:10:00Z"},
+    )
+    new = pod(
+        "Failed",
+        name="b",
+        terminated={"exitCode": 1, "reason": "Error", "finishedAt": "2026-01-02T03:20:00Z"},
+    )
     assert updates_of(job(("Failed", "BackoffLimitExceeded", "m"), failed=2), [new, old])["Failed"] == (
-        "True", "BackoffLimitExceeded")
+        "True",
+        "BackoffLimitExceeded",
+    )
 
 
 def test_suspended_by_user_and_by_queue() -> None:
@@ -208,8 +283,11 @@ def test_restarts_count_job_failures_ignored_pods_and_container_restarts() -> No
 
 
 def run_with(conditions: list[dict[str, Any]] | None = None, **status: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "sol-tft", "namespace": "ml", "generation": 2}, "spec": {"symbol": "SOL"},
-            "status": {"conditions": conditions or [], **status}}
+    return {
+        "metadata": {"name": "sol-tft", "namespace": "ml", "generation": 2},
+        "spec": {"symbol": "SOL"},
+        "status": {"conditions": conditions or [], **status},
+    }
 
 
 def test_observe_writes_once_and_events_once() -> None:
@@ -218,7 +296,10 @@ def test_observe_writes_once_and_events_once() -> None:
     first = observe(run_with(), j, [p], T0)
     assert first.status["phase"] == "Pending" and first.status["reason"] == "Unschedulable"
     assert first.status["jobName"] == "sol-tft-train" and first.status["observedGeneration"] == 2
-    assert [(e.type, e.reason) for e in first.events] == [("Normal", "JobCreated"), ("Warning", "Unschedulable")]
+    assert [(e.type, e.reason) for e in first.events] == [
+        ("Normal", "JobCreated"),
+        ("Warning", "Unschedulable"),
+    ]
     again = observe(run_with(**first.status), j, [p], T1)
     assert again.status == {} and again.events == [], "a re-delivered event must change and announce nothing"
     running = observe(run_with(**first.status), j, [pod("Running")], T1)
@@ -228,8 +309,12 @@ def test_observe_writes_once_and_events_once() -> None:
 
 def test_observe_failure_event_and_transition() -> None:
     start = observe(run_with(), job(active=1), [pod("Running")], T0)
-    failed = observe(run_with(**start.status), job(("Failed", "PodFailurePolicy", "exit code 4 matching"),
-                                                   failed=1), [], T1)
+    failed = observe(
+        run_with(**start.status),
+        job(("Failed", "PodFailurePolicy", "exit code 4 matching"), failed=1),
+        [],
+        T1,
+    )
     assert failed.phase == "Failed" and failed.reason == "NaNLoss" and failed.old_phase == "Running"
     assert failed.status["reason"] == "NaNLoss"
     assert ("Warning", "NaNLoss") in [(e.type, e.reason) for e in failed.events]
@@ -269,8 +354,9 @@ def test_stall_marked_after_timeout_and_cleared_on_progress() -> None:
     update = stall_update(running_status(T0), timeout, T0 + timedelta(minutes=16))
     assert update is not None and update[:3] == ("Stalled", "True", "NoProgress")
     assert stall_update(running_status(T0, stalled=True), timeout, T0 + timedelta(minutes=20)) is None
-    resumed = stall_update(running_status(T0 + timedelta(minutes=19), stalled=True), timeout,
-                           T0 + timedelta(minutes=20))
+    resumed = stall_update(
+        running_status(T0 + timedelta(minutes=19), stalled=True), timeout, T0 + timedelta(minutes=20)
+    )
     assert resumed is not None and resumed[:3] == ("Stalled", "False", "ProgressResumed")
 
 
@@ -283,8 +369,16 @@ def test_stall_counts_from_running_when_no_progress_yet() -> None:
 def test_stall_only_for_running_runs() -> None:
     pending = {"conditions": set_condition([], "Running", "False", "Unschedulable", "m", T0)}
     assert stall_update(pending, 1, T1) is None
-    finished = {"conditions": set_condition(set_condition([], "Succeeded", "True", "Completed", "m", T0),
-                                            "Stalled", "True", "NoProgress", "m", T0)}
+    finished = {
+        "conditions": set_condition(
+            set_condition([], "Succeeded", "True", "Completed", "m", T0),
+            "Stalled",
+            "True",
+            "NoProgress",
+            "m",
+            T0,
+        )
+    }
     update = stall_update(finished, 1, T1)
     assert update is not None and update[:3] == ("Stalled", "False", "NotRunning")
 
@@ -294,6 +388,7 @@ def test_stall_events() -> None:
     change = compose(run_with(**status), [("Stalled", "True", "NoProgress", "no progress")], T1)
     assert [(e.type, e.reason) for e in change.events] == [("Warning", "Stalled")]
     assert "phase" not in change.status, "Stalled is a condition of a Running run, not a phase"
-    resumed = compose(run_with(**{**status, **change.status}),
-                      [("Stalled", "False", "ProgressResumed", "progress")], T1)
+    resumed = compose(
+        run_with(**{**status, **change.status}), [("Stalled", "False", "ProgressResumed", "progress")], T1
+    )
     assert [(e.type, e.reason) for e in resumed.events] == [("Normal", "ProgressResumed")]

@@ -11,13 +11,14 @@ import jsonschema
 import pytest
 import yaml
 from pydantic import BaseModel
+from trainop import crd
 
 from trainer.spec import TrainingRunSpec, parse_spec
-from trainop import crd
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = sorted(
-    p for p in (ROOT / "manifests" / "samples").glob("*.yaml")
+    p
+    for p in (ROOT / "manifests" / "samples").glob("*.yaml")
     if any((d or {}).get("kind") == "TrainingRun" for d in yaml.safe_load_all(p.read_text()))
 )
 
@@ -60,7 +61,8 @@ def version_schema() -> dict[str, Any]:
 
 def test_manifest_is_generated() -> None:
     assert (ROOT / "manifests" / "crd.yaml").read_text() == crd.render(), (
-        "manifests/crd.yaml is stale: python -m trainop.crd > manifests/crd.yaml")
+        "manifests/crd.yaml is stale: python -m trainop.crd > manifests/crd.yaml"
+    )
 
 
 def _model_paths(annotation: Any, prefix: str = "") -> set[str]:
@@ -98,17 +100,48 @@ def test_every_model_field_is_in_the_schema() -> None:
 
 def test_status_schema_has_what_the_operator_and_reporter_write() -> None:
     status = version_schema()["properties"]["status"]["properties"]
-    for key in ("observedGeneration", "conditions", "phase", "reason", "message", "jobName", "startTime",
-                "completionTime", "restarts", "progress", "checkpoint", "metrics"):
+    for key in (
+        "observedGeneration",
+        "conditions",
+        "phase",
+        "reason",
+        "message",
+        "jobName",
+        "startTime",
+        "completionTime",
+        "restarts",
+        "progress",
+        "checkpoint",
+        "metrics",
+    ):
         assert key in status
     progress = status["progress"]["properties"]
-    for key in ("epoch", "totalEpochs", "trainLoss", "valLoss", "valMase", "bestValLoss", "bestEpoch",
-                "samplesPerSecond", "etaSeconds", "lastProgressTime", "epochDisplay"):
+    for key in (
+        "epoch",
+        "totalEpochs",
+        "trainLoss",
+        "valLoss",
+        "valMase",
+        "bestValLoss",
+        "bestEpoch",
+        "samplesPerSecond",
+        "etaSeconds",
+        "lastProgressTime",
+        "epochDisplay",
+    ):
         assert key in progress
     assert status["conditions"]["items"]["properties"]["type"]["enum"] == [
-        "JobCreated", "Running", "Succeeded", "Failed", "Stalled", "Suspended"]
+        "JobCreated",
+        "Running",
+        "Succeeded",
+        "Failed",
+        "Stalled",
+        "Suspended",
+    ]
     assert status["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed", "Suspended"]
-    columns = {c["name"]: c["jsonPath"] for c in crd.build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
+    columns = {
+        c["name"]: c["jsonPath"] for c in crd.build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
     assert columns["Phase"] == ".status.phase" and columns["Epoch"] == ".status.progress.epochDisplay"
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
-from trainer.report import StatusReporter
+from trainer.report import BackgroundSender, StatusReporter
 
 
 class FakeClock:
@@ -21,7 +23,9 @@ class FakeClock:
         return self.now
 
 
-def make(throttle: float = 10.0, fail: bool = False) -> tuple[StatusReporter, list[dict[str, Any]], FakeClock]:
+def make(
+    throttle: float = 10.0, fail: bool = False
+) -> tuple[StatusReporter, list[dict[str, Any]], FakeClock]:
     sent: list[dict[str, Any]] = []
     clock = FakeClock()
 
@@ -31,24 +35,47 @@ def make(throttle: float = 10.0, fail: bool = False) -> tuple[StatusReporter, li
         sent.append(body)
 
     wall = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    reporter = StatusReporter(patch, throttle_seconds=throttle, clock=clock, wall_clock=lambda: wall,
-                              target="ml/sol-tft")
+    reporter = StatusReporter(
+        patch, throttle_seconds=throttle, clock=clock, wall_clock=lambda: wall, target="ml/sol-tft"
+    )
     return reporter, sent, clock
 
 
 def progress(reporter: StatusReporter, epoch: int, val: float = 0.5) -> None:
-    reporter.progress(epoch=epoch, total_epochs=100, train_loss=0.6, val_loss=val, val_mase=0.9,
-                      best_val_loss=val, best_epoch=epoch, samples_per_second=1234.5, eta_seconds=60.0)
+    reporter.progress(
+        epoch=epoch,
+        total_epochs=100,
+        train_loss=0.6,
+        val_loss=val,
+        val_mase=0.9,
+        best_val_loss=val,
+        best_epoch=epoch,
+        samples_per_second=1234.5,
+        eta_seconds=60.0,
+    )
 
 
 def test_first_update_is_sent_then_throttled() -> None:
     reporter, sent, clock = make()
     progress(reporter, 1)
     assert len(sent) == 1
-    assert sent[0] == {"status": {"progress": {
-        "epoch": 1, "totalEpochs": 100, "epochDisplay": "1/100", "trainLoss": 0.6, "valLoss": 0.5, "valMase": 0.9,
-        "bestValLoss": 0.5, "bestEpoch": 1, "samplesPerSecond": 1234.5, "etaSeconds": 60.0,
-        "lastProgressTime": "2026-01-02T03:04:05Z"}}}
+    assert sent[0] == {
+        "status": {
+            "progress": {
+                "epoch": 1,
+                "totalEpochs": 100,
+                "epochDisplay": "1/100",
+                "trainLoss": 0.6,
+                "valLoss": 0.5,
+                "valMase": 0.9,
+                "bestValLoss": 0.5,
+                "bestEpoch": 1,
+                "samplesPerSecond": 1234.5,
+                "etaSeconds": 60.0,
+                "lastProgressTime": "2026-01-02T03:04:05Z",
+            }
+        }
+    }
     for epoch in range(2, 20):
         clock.now += 0.5
         progress(reporter, epoch)
@@ -77,7 +104,11 @@ def test_pending_updates_are_merged_and_flushed_at_final() -> None:
     assert len(sent) == 2
     status = sent[1]["status"]
     assert status["progress"]["epoch"] == 2 and status["progress"]["valLoss"] == 0.4
-    assert status["checkpoint"] == {"latest": "s3://b/ckpt/epoch-2.pt", "best": "s3://b/ckpt/best.pt", "epoch": 2}
+    assert status["checkpoint"] == {
+        "latest": "s3://b/ckpt/epoch-2.pt",
+        "best": "s3://b/ckpt/best.pt",
+        "epoch": 2,
+    }
     assert status["metrics"] == {"valMase": 0.87, "coverage80": 0.79, "bestEpoch": 2}
     reporter.close()
     assert len(sent) == 2, "nothing pending: close sends nothing"
@@ -134,3 +165,65 @@ def test_importing_the_reporter_does_not_import_torch_or_kubernetes() -> None:
     code = "import sys, trainer.report; print('torch' in sys.modules, 'kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_checkpoint_alone_waits_for_the_next_progress() -> None:
+    reporter, sent, _ = make()
+    reporter.checkpoint(latest="s3://b/e1.pt", best="s3://b/best.pt", epoch=1)
+    assert sent == []
+    progress(reporter, 1)
+    assert len(sent) == 1 and sent[0]["status"]["checkpoint"]["epoch"] == 1
+
+
+def test_background_sender_never_blocks_and_merges() -> None:
+    release = threading.Event()
+    bodies: list[dict[str, Any]] = []
+
+    def slow_patch(body: dict[str, Any]) -> None:
+        release.wait(5)
+        bodies.append(body)
+
+    sender = BackgroundSender(slow_patch, "ml/x")
+    reporter = StatusReporter(sender, throttle_seconds=0)
+    start = time.perf_counter()
+    for epoch in range(1, 6):
+        progress(reporter, epoch)
+    assert time.perf_counter() - start < 0.5, "the training loop must not wait for the API server"
+    release.set()
+    reporter.close(timeout=5)
+    assert bodies[-1]["status"]["progress"]["epoch"] == 5
+    assert 1 <= len(bodies) <= 5 and reporter.sent == len(bodies) and reporter.failed == 0
+
+
+def test_background_sender_retries_a_failed_body_at_close(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def flaky(body: dict[str, Any]) -> None:
+        calls.append(body)
+        if len(calls) == 1:
+            raise ConnectionError("connection refused")
+
+    sender = BackgroundSender(flaky, "ml/x")
+    sender({"status": {"progress": {"epoch": 1}}})
+    for _ in range(100):
+        if sender.failed:
+            break
+        time.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="trainer.report"):
+        assert sender.drain(5)
+    assert sender.failed == 1 and sender.sent == 1
+    assert calls[-1] == {"status": {"progress": {"epoch": 1}}}
+
+
+def test_drain_times_out_on_a_hung_api() -> None:
+    hang = threading.Event()
+
+    def hung(body: dict[str, Any]) -> None:
+        hang.wait(5)
+
+    sender = BackgroundSender(hung, "ml/x")
+    sender({"status": {"metrics": {"valMase": 1.0}}})
+    start = time.perf_counter()
+    assert sender.drain(0.2) is False
+    assert time.perf_counter() - start < 1.0
+    hang.set()

@@ -5,13 +5,19 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 from pydantic import ValidationError
-
 from trainop import metrics
 from trainop.settings import Settings, parse_duration
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("NAMESPACES", "DEFAULT_IMAGE", "METRICS_PORT", "STALL_TIMEOUT", "CHECKPOINT_PREFIX", "PEERING"):
+    for key in (
+        "NAMESPACES",
+        "DEFAULT_IMAGE",
+        "METRICS_PORT",
+        "STALL_TIMEOUT",
+        "CHECKPOINT_PREFIX",
+        "PEERING",
+    ):
         monkeypatch.delenv(f"TRAINOP_{key}", raising=False)
     s = Settings()
     assert s.namespaces == [] and s.metrics_port == 8080 and s.stall_timeout_seconds == 900
@@ -28,12 +34,15 @@ def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAINOP_S3_ENDPOINT", "")
     s = Settings()
     assert s.namespaces == ["ml", "research"] and s.metrics_port == 9100
-    assert s.stall_timeout_seconds == 5400 and s.checkpoint_prefix == "s3://ckpt/runs" and s.s3_endpoint is None
+    assert (
+        s.stall_timeout_seconds == 5400 and s.checkpoint_prefix == "s3://ckpt/runs" and s.s3_endpoint is None
+    )
     assert "checkpoint_prefix='s3://ckpt/runs'" in s.describe()
 
 
-@pytest.mark.parametrize(("key", "value"), [("METRICS_PORT", "abc"), ("STALL_TIMEOUT", "soon"),
-                                            ("CHECKPOINT_PREFIX", "s3://X/y")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("METRICS_PORT", "abc"), ("STALL_TIMEOUT", "soon"), ("CHECKPOINT_PREFIX", "s3://X/y")]
+)
 def test_bad_env_fails_with_the_name(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
     monkeypatch.setenv(f"TRAINOP_{key}", value)
     with pytest.raises(ValidationError, match=key.lower()):
@@ -52,10 +61,24 @@ def _scrape() -> str:
 
 
 def _run(phase: str, reason: str = "", **status: object) -> dict[str, object]:
-    conditions = [{"type": "Stalled", "status": "True", "reason": "NoProgress", "message": "",
-                   "lastTransitionTime": "2026-01-01T00:00:00Z"}] if status.pop("stalled", False) else []
-    return {"metadata": {"namespace": "mx", "name": "r1"}, "spec": {"symbol": "SOL"},
-            "status": {"phase": phase, "reason": reason, "conditions": conditions, **status}}
+    conditions = (
+        [
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": "NoProgress",
+                "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ]
+        if status.pop("stalled", False)
+        else []
+    )
+    return {
+        "metadata": {"namespace": "mx", "name": "r1"},
+        "spec": {"symbol": "SOL"},
+        "status": {"phase": phase, "reason": reason, "conditions": conditions, **status},
+    }
 
 
 def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
@@ -63,16 +86,35 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
     text = _scrape()
     assert 'trainingrun_phase{name="r1",namespace="mx",phase="Pending",symbol="SOL"} 1.0' in text
     assert 'trainingrun_phase{name="r1",namespace="mx",phase="Running",symbol="SOL"} 0.0' in text
-    assert 'trainingrun_pending_reason_info{name="r1",namespace="mx",reason="Unschedulable",symbol="SOL"} 1.0' in text
-    metrics.observe_run(_run("Running", "PodRunning", stalled=True, progress={
-        "epoch": 41, "valLoss": 0.5, "bestValLoss": 0.4, "lastProgressTime": "2026-01-01T00:00:10Z"}))
+    assert (
+        'trainingrun_pending_reason_info{name="r1",namespace="mx",reason="Unschedulable",symbol="SOL"} 1.0'
+        in text
+    )
+    metrics.observe_run(
+        _run(
+            "Running",
+            "PodRunning",
+            stalled=True,
+            progress={
+                "epoch": 41,
+                "valLoss": 0.5,
+                "bestValLoss": 0.4,
+                "lastProgressTime": "2026-01-01T00:00:10Z",
+            },
+        )
+    )
     text = _scrape()
-    assert "trainingrun_pending_reason_info{" not in text.replace("# HELP trainingrun_pending_reason_info", "")
+    assert "trainingrun_pending_reason_info{" not in text.replace(
+        "# HELP trainingrun_pending_reason_info", ""
+    )
     assert 'trainingrun_epoch{name="r1",namespace="mx",symbol="SOL"} 41.0' in text
     assert 'trainingrun_val_loss{name="r1",namespace="mx",symbol="SOL"} 0.5' in text
     assert 'trainingrun_best_val_loss{name="r1",namespace="mx",symbol="SOL"} 0.4' in text
     assert 'trainingrun_stalled{name="r1",namespace="mx",symbol="SOL"} 1.0' in text
-    assert 'trainingrun_last_progress_timestamp_seconds{name="r1",namespace="mx",symbol="SOL"} 1.76722561e+09' in text
+    assert (
+        'trainingrun_last_progress_timestamp_seconds{name="r1",namespace="mx",symbol="SOL"} 1.76722561e+09'
+        in text
+    )
     metrics.observe_run(_run("Failed", "NaNLoss"))
     text = _scrape()
     assert 'trainingrun_failed_info{name="r1",namespace="mx",reason="NaNLoss",symbol="SOL"} 1.0' in text

@@ -197,6 +197,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from trainer.candles import DataError
+    from trainer.checkpoint import IncompatibleCheckpointError
     from trainer.storage import StorageError
     from trainer.train import TrainingAborted
 
@@ -207,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.INVALID_CONFIG
     except DataError as exc:
         print(f"error: data: {exc}", file=sys.stderr)
+        return exitcodes.INVALID_CONFIG
+    except IncompatibleCheckpointError as exc:  # a spec problem, not a storage one: retrying cannot help
+        print(f"error: {exc}", file=sys.stderr)
         return exitcodes.INVALID_CONFIG
     except StorageError as exc:
         print(f"error: storage: {exc}", file=sys.stderr)

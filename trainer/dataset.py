@@ -116,8 +116,8 @@ def observed_features(frame: pd.DataFrame, sigma: float) -> np.ndarray:
 
 def calendar_features(dates: pd.DatetimeIndex) -> np.ndarray:
     """(T, 4) day-of-week and day-of-year on the unit circle (known for any future date)."""
-    dow = dates.dayofweek.to_numpy() * (2 * math.pi / 7)
-    doy = (dates.dayofyear.to_numpy() - 1) * (2 * math.pi / 365.25)
+    dow = dates.day_of_week.to_numpy() * (2 * math.pi / 7)
+    doy = (dates.day_of_year.to_numpy() - 1) * (2 * math.pi / 365.25)
     return np.stack([np.sin(dow), np.cos(dow), np.sin(doy), np.cos(doy)], axis=1).astype(np.float32)
 
 

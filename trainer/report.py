@@ -6,7 +6,8 @@ subresource (its per-run Role allows exactly ``get``/``patch`` of that one ``tra
 
 Rules: at most one patch per ``TRAINER_STATUS_THROTTLE_SECONDS`` (default 10) -- updates in between are merged
 and sent with the next allowed patch -- plus the last pending update at ``final``/``close``; a failed patch is
-one warning line and never an exception (training goes on); no torch import. Without ``TRAININGRUN_NAME`` (a
+one warning line and never an exception (training goes on); in a pod the patches go out on a background thread,
+so a slow or unreachable API server never blocks an epoch; no torch import. Without ``TRAININGRUN_NAME`` (a
 local run) every method is a no-op.
 """
 
@@ -17,6 +18,7 @@ import math
 import numbers
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -86,12 +88,22 @@ class StatusReporter:
         self._target = target
         self._pending: dict[str, Any] = {}
         self._last_sent: float | None = None
-        self.sent = 0
-        self.failed = 0
+        self._sent = 0
+        self._failed = 0
 
     @property
     def enabled(self) -> bool:
         return self._patch is not None
+
+    @property
+    def sent(self) -> int:
+        """Patches the API server accepted."""
+        return self._patch.sent if isinstance(self._patch, BackgroundSender) else self._sent
+
+    @property
+    def failed(self) -> int:
+        """Patches that failed (each logged as one warning line)."""
+        return self._patch.failed if isinstance(self._patch, BackgroundSender) else self._failed
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StatusReporter:
@@ -112,7 +124,8 @@ class StatusReporter:
                 "status reporting disabled: cannot configure the Kubernetes client: %s", _oneline(exc)
             )
             return cls(None)
-        return cls(patch, throttle_seconds=throttle, target=f"{namespace}/{name}")
+        target = f"{namespace}/{name}"
+        return cls(BackgroundSender(patch, target), throttle_seconds=throttle, target=target)
 
     # --- what the training loop calls ---------------------------------------------------------------------
 
@@ -145,15 +158,19 @@ class StatusReporter:
         self._add({"progress": update})
 
     def checkpoint(self, *, latest: str | None, best: str | None, epoch: int) -> None:
-        self._add({"checkpoint": {"latest": latest, "best": best, "epoch": epoch}})
+        """Sent with the next progress update (or at final/close), never on its own."""
+        self._add({"checkpoint": {"latest": latest, "best": best, "epoch": epoch}}, flush=False)
 
     def final(self, metrics: Mapping[str, float | int]) -> None:
         """Final metrics (``val_mase`` or ``valMase`` keys), sent at once with anything pending."""
         self._add({"metrics": {_camel(k): v for k, v in metrics.items()}}, flush=False)
         self.flush()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 15.0) -> None:
+        """Send what is pending and wait (at most ``timeout`` seconds) until it has gone out."""
         self.flush()
+        if isinstance(self._patch, BackgroundSender):
+            self._patch.drain(timeout)
 
     # --- mechanics ----------------------------------------------------------------------------------------
 
@@ -175,16 +192,86 @@ class StatusReporter:
         self._last_sent = self._clock()
         try:
             self._patch(body)
-            self.sent += 1
+            self._sent += 1
         except Exception as exc:
-            self.failed += 1
-            log.warning(
-                "status patch of TrainingRun %s failed (training continues): %s", self._target, _oneline(exc)
-            )
-            # Keep the newest values for the next attempt (newer updates merged later win).
+            self._failed += 1
+            _warn(self._target, exc)
+            # Keep the values for the next attempt (updates merged later win).
             merged = body["status"]
             _merge(merged, self._pending)
             self._pending = merged
+
+
+class BackgroundSender:
+    """Sends status bodies on a daemon thread: the training loop only hands a body over and never waits on
+    the network. Bodies handed over while one is in flight are merged (newest values win); a failed body is
+    logged and merged under the next one, or retried once by ``drain``."""
+
+    def __init__(self, patch: PatchFn, target: str = "") -> None:
+        self._patch = patch
+        self._target = target
+        self._pending: dict[str, Any] = {}
+        self._retry: dict[str, Any] = {}
+        self._busy = False
+        self._closing = False
+        self._cv = threading.Condition()
+        self.sent = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._loop, name="status-reporter", daemon=True)
+        self._thread.start()
+
+    def __call__(self, body: dict[str, Any]) -> None:
+        with self._cv:
+            if self._retry:
+                merged, self._retry = self._retry, {}
+                _merge(merged, self._pending)
+                self._pending = merged
+            _merge(self._pending, body.get("status") or {})
+            self._cv.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Send everything handed over (retrying a failed body once); False if ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            if self._retry:
+                merged, self._retry = self._retry, {}
+                _merge(merged, self._pending)
+                self._pending = merged
+            self._closing = True
+            self._cv.notify_all()
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending:
+                    self._cv.wait()
+                status, self._pending = self._pending, {}
+                self._busy = True
+            try:
+                self._patch({"status": status})
+                ok = True
+            except Exception as exc:
+                ok = False
+                _warn(self._target, exc)
+            with self._cv:
+                if ok:
+                    self.sent += 1
+                else:
+                    self.failed += 1
+                    if not self._closing:
+                        _merge(self._retry, status)
+                self._busy = False
+                self._cv.notify_all()
+
+
+def _warn(target: str, exc: BaseException) -> None:
+    log.warning("status patch of TrainingRun %s failed (training continues): %s", target, _oneline(exc))
 
 
 def _oneline(exc: BaseException) -> str:
@@ -210,8 +297,11 @@ def _kubernetes_patch(namespace: str, name: str) -> PatchFn:
     try:
         config.load_incluster_config()
     except ConfigException:
-        config.load_kube_config()
-    api = client.CustomObjectsApi()
+        # Explicit: the client reads $KUBECONFIG only once, when it is first imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+    cfg = client.Configuration.get_default_copy()
+    cfg.retries = 1  # urllib3's default of 3 retries would multiply the timeouts below
+    api = client.CustomObjectsApi(client.ApiClient(cfg))
 
     def patch(body: dict[str, Any]) -> None:
         api.patch_namespaced_custom_object_status(

@@ -44,6 +44,8 @@ WAITING_REASONS = frozenset(
 )
 # Reasons of a pending run that deserve a Warning Event and the trainingrun_pending_reason_info metric.
 PENDING_WARNING_REASONS = WAITING_REASONS | {"Unschedulable"}
+# Pending reasons exported as trainingrun_pending_reason_info (the warnings, plus waiting in a Kueue queue).
+PENDING_METRIC_REASONS = PENDING_WARNING_REASONS | {"Queued"}
 
 EXIT_REASONS = {
     exitcodes.INVALID_CONFIG: "InvalidConfig",

@@ -41,7 +41,7 @@ from .builders import (
     validate_run,
 )
 from .conditions import FAILED, get_condition, stall_update
-from .kube import Kube, object_path, path, run_path, to_kopf_error
+from .kube import Kube, path, run_path, to_kopf_error
 from .settings import Settings, parse_duration
 from .status import StatusChange, compose, observe, stall_timeout
 
@@ -109,7 +109,9 @@ class _QuietRoutine(logging.Filter):
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     logger.info("trainop settings: %s", SETTINGS.describe())
-    logging.getLogger("kopf.objects").addFilter(_QuietRoutine())
+    objects_log = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietRoutine) for f in objects_log.filters):
+        objects_log.addFilter(_QuietRoutine())
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -201,17 +203,39 @@ def _ensure_children(
     pods: kopf.Index[Any, Any],
     logger: kopf.Logger,
 ) -> None:
+    """Look before create: an existing Job of this run is adopted as is (an operator restart must neither
+    duplicate it nor re-judge its spec under new operator settings); otherwise validate, then create."""
+    uid = body.get("metadata", {}).get("uid")
+    wanted = job_name(name)
+    try:
+        current = KUBE.get(path("batch/v1", "jobs", namespace, wanted))
+    except Exception as exc:
+        raise to_kopf_error(exc, f"reading Job {wanted}") from None
+    if current is None:
+        current = _create_children(body, namespace, name)
+    owners = {o.get("uid") for o in current.get("metadata", {}).get("ownerReferences") or []}
+    if uid not in owners:
+        raise kopf.TemporaryError(
+            f"Job {wanted} belongs to an older TrainingRun of this name; waiting for its deletion", delay=5
+        )
+    _, live_pods = _children(namespace, name, jobs, pods)
+    write_status(namespace, name, lambda run: observe(run, current, live_pods, _now()))
+    logger.info("Job %s ready for %s/%s", wanted, namespace, name)
+
+
+def _create_children(body: kopf.Body, namespace: str, name: str) -> dict[str, Any]:
+    """Validate (a SpecError is permanent), create the ServiceAccount/Role/RoleBinding, then the Job (409: the
+    Job of a concurrent or re-delivered create is returned instead)."""
     try:
         job = build_job(body, SETTINGS)
     except SpecError as err:
         _fail_invalid(body, err)
         raise kopf.PermanentError(f"invalid spec: {describe_spec_error(err)}") from None
-    uid = body.get("metadata", {}).get("uid")
     try:
         if needs_own_account(body):
             for child in (build_service_account(body), build_role(body), build_role_binding(body)):
                 KUBE.create(child)
-        current = KUBE.get(object_path(job)) or KUBE.create(job)[0]
+        return KUBE.create(job)[0]
     except kopf.TemporaryError:
         raise
     except Exception as exc:
@@ -223,16 +247,6 @@ def _ensure_children(
                 lambda run: compose(run, [(FAILED, "True", "JobRejected", str(error))], _now()),
             )
         raise error from None
-    owners = {o.get("uid") for o in current.get("metadata", {}).get("ownerReferences") or []}
-    if uid not in owners:
-        raise kopf.TemporaryError(
-            f"Job {job['metadata']['name']} belongs to an older TrainingRun of this name; "
-            "waiting for its deletion",
-            delay=5,
-        )
-    _, live_pods = _children(namespace, name, jobs, pods)
-    write_status(namespace, name, lambda run: observe(run, current, live_pods, _now()))
-    logger.info("Job %s ready for %s/%s", job["metadata"]["name"], namespace, name)
 
 
 @kopf.on.resume(*TR)
@@ -279,9 +293,9 @@ def spec_changed(
             )
             _ensure_children(body, ns, run, run_jobs, run_pods, logger)
             return
-        job, pods = _children(ns, run, run_jobs, run_pods)
+        _, pods = _children(ns, run, run_jobs, run_pods)
         changed = [".".join(str(p) for p in item[1]) or "spec" for item in diff]
-        if job is not None and any(c == "suspend" for c in changed):
+        if "suspend" in changed:  # by name, not from the index: that may lag a just-created Job
             suspend = bool(body.get("spec", {}).get("suspend"))
             url = path("batch/v1", "jobs", ns, job_name(run))
             try:
@@ -290,10 +304,10 @@ def spec_changed(
                 raise to_kopf_error(
                     exc, f"{'suspending' if suspend else 'resuming'} Job {job_name(run)}"
                 ) from None
-            if patched is not None:
+            if patched is not None:  # None: no Job yet; it is created with the current spec.suspend
                 write_status(ns, run, lambda r: observe(r, patched, pods, _now()))
         others = [c for c in changed if c != "suspend"]
-        if others and job is not None:
+        if others and status.get("jobName"):
             kopf.event(
                 body,
                 type="Warning",

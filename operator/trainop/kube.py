@@ -9,6 +9,7 @@ kopf's Temporary/Permanent errors."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Any
 from urllib.parse import quote
@@ -87,7 +88,7 @@ class Kube:
                 try:
                     config.load_incluster_config()
                 except ConfigException:
-                    config.load_kube_config()
+                    config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
                 cfg = client.Configuration.get_default_copy()
                 cfg.connection_pool_maxsize = 32
                 self._client = client.ApiClient(cfg)

@@ -26,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .conditions import PENDING, PENDING_WARNING_REASONS, PHASES, STALLED, is_true, parse_time
+from .conditions import PENDING, PENDING_METRIC_REASONS, PHASES, STALLED, is_true, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def observe_run(body: Mapping[str, Any]) -> None:
     for values in failed:
         _set(FAILED_INFO, key, values, 1.0)
     pending: set[tuple[str, ...]] = (
-        {(*run, reason)} if phase == PENDING and reason in PENDING_WARNING_REASONS else set()
+        {(*run, reason)} if phase == PENDING and reason in PENDING_METRIC_REASONS else set()
     )
     _drop(PENDING_INFO, key, pending)
     for values in pending:
