@@ -42,7 +42,7 @@ def test_targets_invert_to_future_prices() -> None:
     f = load_candles(None, "ETH").frame.iloc[:200]
     stats = symbol_stats(f, 7, [0.1, 0.5, 0.9])
     w = make_windows(f, 0, stats, 20, 7)
-    back = w.last_close[:, None] * np.exp(w.target.numpy() * w.scale.numpy())
+    back = w.last_close[:, None] * np.exp(w.target.numpy() * w.scale.numpy() + w.offset.numpy())
     np.testing.assert_allclose(back, w.future_close, rtol=1e-5)
     i = 10
     t = w.origin[i]
@@ -51,6 +51,16 @@ def test_targets_invert_to_future_prices() -> None:
     assert w.observed.shape == (len(w), 20, len(OBSERVED)) and w.known.shape == (len(w), 27, 5)
     assert w.origin[0] == f.index[WARMUP_DAYS + 20 - 1]
     assert torch.isfinite(w.observed).all()
+
+
+def test_offsets_remove_in_sample_drift_and_apply_the_martingale_prior() -> None:
+    f = load_candles(None, "SOL").frame.iloc[:1500]
+    stats = symbol_stats(f, 7, [0.1, 0.5, 0.9])
+    train = make_windows(f, 0, stats, 60, 7, training=True)
+    assert abs(float(train.target.mean())) < 0.05  # demeaned: SOL's in-sample rise is not a target
+    ahead = make_windows(f, 0, stats, 60, 7)
+    np.testing.assert_allclose(ahead.offset[0].numpy(), -0.5 * stats.sigma**2 * np.arange(1, 8), rtol=1e-5)
+    assert stats.drift > 0.002  # SOL's 2020-2024 bull market, 0.2%+ a day
 
 
 def test_future_window_for_predict() -> None:

@@ -167,6 +167,12 @@ def test_waiting_reasons(reason: str) -> None:
     assert updates_of(job(active=1), [pod("Pending", waiting=reason)])["Running"] == ("False", reason)
 
 
+def test_pod_level_waiting_reason() -> None:
+    p = pod("Pending")
+    p["status"].update(reason="CreateContainerConfigError", message='secret "s3-credentials" not found')
+    assert updates_of(job(active=1), [p])["Running"] == ("False", "CreateContainerConfigError")
+
+
 def test_unschedulable() -> None:
     p = pod("Pending", scheduled=("Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."))
     obs = job_to_conditions(job(active=1), [p])

@@ -623,6 +623,7 @@ def test_stall_marked_and_cleared(api: Api, ns: str, operator: Operator) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(280)
 def test_end_to_end_with_the_real_trainer(
     api: Api, ns: str, operator: Operator, kube_api: KubeApi, tmp_path: pathlib.Path
 ) -> None:
@@ -635,22 +636,28 @@ def test_end_to_end_with_the_real_trainer(
         "KUBECONFIG": kube_api.env["KUBECONFIG"],
         "MPLBACKEND": "Agg",
     }
+    secret = {
+        "metadata": {"name": "s3-credentials"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"},
+    }
+    api.create(f"/api/v1/namespaces/{ns}/secrets", secret)  # the operator's default secret (not used locally)
     with Kubelet(api, tmp_path / "kubelet", extra_env=env, namespace=ns) as kubelet:
         create_run(
             api,
             ns,
             "e2e",
             symbols=["SOL"],
-            data={"inputWindow": 16, "horizon": 3},
+            data={"inputWindow": 16, "horizon": 3, "start": "2024-01-01"},
             model={"hiddenSize": 8, "attentionHeads": 2},
             training={"epochs": 2, "batchSize": 256, "device": "cpu", "warmupEpochs": 0},
             checkpoint={"uri": str(tmp_path / "ckpt")},
+            backoffLimit=0,
         )
         try:
-            status = wait_phase(api, ns, "e2e", "Succeeded", timeout=300)
+            status = wait_phase(api, ns, "e2e", "Succeeded", timeout=200)
         except AssertionError:
             logs = "\n".join(kubelet.logs(p)[-3000:] for p in kubelet.runs)
-            raise AssertionError(f"{run_status(api, ns, 'e2e')}\n{logs}\n{kubelet.errors}") from None
+            raise AssertionError(f"{run_status(api, ns, 'e2e')}\n{logs}\n{kubelet.errors[:3]}") from None
     progress = status["progress"]
     assert progress["epoch"] == 2 and progress["epochDisplay"] == "2/2" and progress["lastProgressTime"]
     assert status["checkpoint"]["latest"].startswith(str(tmp_path / "ckpt"))

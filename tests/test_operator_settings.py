@@ -136,3 +136,17 @@ def test_transition_counters_and_handler_metrics() -> None:
     assert 'trainingrun_succeeded_total{namespace="cx",symbol="SOL"} 1.0' in text
     assert 'trainingrun_reconcile_errors_total{handler="unit_test"} 1.0' in text
     assert 'trainingrun_reconcile_duration_seconds_count{handler="unit_test"} 2.0' in text
+
+
+def test_python_m_trainop_refuses_bad_settings_with_the_variable_name() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRAINOP_METRICS_PORT": "abc"}
+    out = subprocess.run(
+        [sys.executable, "-m", "trainop"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("trainop: TRAINOP_METRICS_PORT: ")
+    assert "Traceback" not in out.stderr

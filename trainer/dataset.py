@@ -1,9 +1,14 @@
 """Features, targets and windows: candles -> tensors the model trains on, without leaking the future.
 
 Why these choices:
-* Targets are future *cumulative log returns* ``log(close[t+h] / close[t])``, scaled per symbol by the training
-  period's daily volatility times ``sqrt(h)``. Predicting zero is the persistence forecast, so the model only has to
-  learn departures from it, and every horizon step and every symbol contributes a loss of the same size.
+* Targets are future *cumulative log returns* ``log(close[t+h] / close[t])`` minus an offset, scaled per symbol by
+  the training period's daily volatility times ``sqrt(h)``, so every horizon step and every symbol contributes a
+  loss of the same size. The offset is where the trend goes:
+  - training windows subtract the training period's own mean daily log return (SOL's 2020-2024 rise is +0.3% a
+    day; a model that learns it extrapolates a bull market into whatever comes next);
+  - forecasts add the *martingale prior* instead: if the price itself has no drift, a log-normal price's median is
+    ``close * exp(-sigma^2 h / 2)`` (volatility drag), and the median is what minimises absolute error.
+  So the model learns zero-mean departures from a driftless price, and predicting zero is that prior.
 * Observed inputs are scale-free (returns, ranges, volume changes, realised volatility), so one model can learn
   from SOL, BTC and ETH together (the symbol is a static input).
 * Calendar features (day of week, day of year, position in the window) are known in the future and feed the
@@ -46,14 +51,23 @@ class SymbolStats:
     """Per-symbol scale (training period only) saved with the model so backtests use the same transform."""
 
     sigma: float  # std of daily log returns
+    drift: float  # mean daily log return (removed from training targets)
     band: list[list[float]]  # [h][q] empirical quantiles of h-step log returns (the empirical-band baseline)
 
+    def offset(self, horizon: int, training: bool) -> np.ndarray:
+        """(H,) log-return offset per horizon step: in-sample drift for training, the martingale prior otherwise."""
+        h = np.arange(1, horizon + 1)
+        per_day = self.drift if training else -0.5 * self.sigma**2
+        return np.asarray(per_day * h, dtype=np.float64)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"sigma": self.sigma, "band": self.band}
+        return {"sigma": self.sigma, "drift": self.drift, "band": self.band}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SymbolStats:
-        return cls(sigma=float(d["sigma"]), band=[[float(x) for x in row] for row in d["band"]])
+        return cls(
+            sigma=float(d["sigma"]), drift=float(d["drift"]), band=[[float(x) for x in row] for row in d["band"]]
+        )
 
 
 @dataclass
@@ -65,6 +79,7 @@ class Windows:
     target: torch.Tensor  # (N, H) float32, scaled; NaN where the future is unknown (predict)
     symbol: torch.Tensor  # (N,) int64
     scale: torch.Tensor  # (N, H) float32: sigma*sqrt(h), to turn scaled returns back into log returns
+    offset: torch.Tensor  # (N, H) float32: log return = prediction * scale + offset
     last_close: np.ndarray  # (N,) float64
     future_close: np.ndarray  # (N, H) float64, NaN where unknown
     origin: pd.DatetimeIndex  # (N,) dates of the last input day
@@ -80,6 +95,7 @@ class Windows:
             self.target.to(device),
             self.symbol.to(device),
             self.scale.to(device),
+            self.offset.to(device),
             self.last_close,
             self.future_close,
             self.origin,
@@ -125,11 +141,12 @@ def symbol_stats(frame: pd.DataFrame, horizon: int, quantiles: list[float]) -> S
     logc = np.log(frame["close"].to_numpy())
     r1 = np.diff(logc)
     sigma = float(np.std(r1)) or 1e-3
+    drift = float(np.mean(r1))
     band = []
     for h in range(1, horizon + 1):
         rh = logc[h:] - logc[:-h]
         band.append([float(x) for x in np.quantile(rh, quantiles)])
-    return SymbolStats(sigma=sigma, band=band)
+    return SymbolStats(sigma=sigma, drift=drift, band=band)
 
 
 def make_windows(
@@ -142,6 +159,7 @@ def make_windows(
     first_origin: pd.Timestamp | None = None,
     last_target: pd.Timestamp | None = None,
     future: bool = False,
+    training: bool = False,
 ) -> Windows:
     """All origins t with L complete input rows, whose targets fall on or before ``last_target`` and whose origin
     is on or after ``first_origin``. With ``future=True`` the single newest origin is returned with its future
@@ -174,7 +192,8 @@ def make_windows(
     last = close_ext[origins]
     fut = np.stack([close_ext[origins + h] for h in range(1, H + 1)], axis=1)
     scale = stats.sigma * np.sqrt(np.arange(1, H + 1))
-    target = np.log(fut / last[:, None]) / scale
+    offset = stats.offset(H, training)
+    target = (np.log(fut / last[:, None]) - offset) / scale
     n = len(origins)
     return Windows(
         observed=torch.from_numpy(np.ascontiguousarray(obs_w[origins - L + 1])),
@@ -182,6 +201,7 @@ def make_windows(
         target=torch.from_numpy(target.astype(np.float32)),
         symbol=torch.full((n,), symbol_index, dtype=torch.int64),
         scale=torch.from_numpy(np.broadcast_to(scale, (n, H)).astype(np.float32).copy()),
+        offset=torch.from_numpy(np.broadcast_to(offset, (n, H)).astype(np.float32).copy()),
         last_close=last.astype(np.float64),
         future_close=fut.astype(np.float64),
         origin=dates[origins],
@@ -194,6 +214,7 @@ def _empty(L: int, H: int) -> Windows:
         torch.zeros(0, L + H, len(KNOWN)),
         torch.zeros(0, H),
         torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, H),
         torch.zeros(0, H),
         np.zeros(0),
         np.zeros((0, H)),
@@ -209,6 +230,7 @@ def concat(parts: list[Windows]) -> Windows:
         torch.cat([p.target for p in parts]),
         torch.cat([p.symbol for p in parts]),
         torch.cat([p.scale for p in parts]),
+        torch.cat([p.offset for p in parts]),
         np.concatenate([p.last_close for p in parts]),
         np.concatenate([p.future_close for p in parts]),
         pd.DatetimeIndex(np.concatenate([p.origin.to_numpy() for p in parts])),
@@ -244,7 +266,13 @@ def split_windows(
         stats[c.symbol] = symbol_stats(before, horizon, quantiles)
         train_parts.append(
             make_windows(
-                before, i, stats[c.symbol], input_window, horizon, last_target=cut - pd.Timedelta(days=1)
+                before,
+                i,
+                stats[c.symbol],
+                input_window,
+                horizon,
+                last_target=cut - pd.Timedelta(days=1),
+                training=True,
             )
         )
     if candles[0].symbol not in stats:

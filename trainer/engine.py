@@ -64,8 +64,8 @@ def predict_scaled(model: TemporalFusionTransformer, w: Windows, batch_size: int
 
 
 def to_prices(scaled: torch.Tensor, w: Windows) -> np.ndarray:
-    """Scaled return quantiles (N, H, Q) -> price quantiles (N, H, Q) via last_close * exp(q * scale)."""
-    log_ret = scaled.float().cpu().numpy() * w.scale.cpu().numpy()[..., None]
+    """Scaled return quantiles (N, H, Q) -> price quantiles via last_close * exp(q * scale + offset)."""
+    log_ret = scaled.float().cpu().numpy() * w.scale.cpu().numpy()[..., None] + w.offset.cpu().numpy()[..., None]
     return np.asarray(w.last_close[:, None, None] * np.exp(log_ret))
 
 

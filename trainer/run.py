@@ -111,7 +111,7 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
                 raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
             stats, is_best = trainer.finish_epoch(time.perf_counter() - e0)
             if is_best:
-                best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+                best_state = trainer.eval_weights()
             if stats.epoch % spec.checkpoint.every_epochs == 0 or is_best or trainer.done or stop:
                 state = trainer.state_dict(config)
                 state["best_model"] = best_state

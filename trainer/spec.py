@@ -101,6 +101,15 @@ class TrainingSpec(_Model):
     grad_clip: float = Field(default=1.0, gt=0.0, le=100.0)
     warmup_epochs: int = Field(default=3, ge=0, le=1000)
     early_stopping_patience: int = Field(default=15, ge=1, le=10000)
+    median_shrinkage: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=100.0,
+        description="Ridge penalty on the median forecast (scaled units): pulls it towards the martingale prior.",
+    )
+    ema_decay: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Per-step decay of the weight average that is validated and kept; 0: off."
+    )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

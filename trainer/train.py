@@ -15,11 +15,12 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -140,7 +141,7 @@ class StopFlag:
 
 
 class Trainer:
-    def __init__(self, spec: TrainingRunSpec, split: Split, device: torch.device):
+    def __init__(self, spec: TrainingRunSpec, split: Split, device: torch.device, *, cuda_graph: bool = True):
         self.spec = spec
         self.device = device
         t = spec.training
@@ -164,6 +165,15 @@ class Trainer:
             self.model.parameters(), lr=lr, weight_decay=t.weight_decay, capturable=capturable, fused=True
         )
         self.loop = LoopState()
+        # An exponential moving average of the weights is what gets validated, kept and shipped: on a signal this
+        # weak, averaging over many steps removes most of the step-to-step noise in the median forecast.
+        self.ema_decay = t.ema_decay
+        self.ema: list[torch.Tensor] | None = (
+            [p.detach().clone() for p in self.model.parameters()] if self.ema_decay > 0 else None
+        )
+        self.cuda_graph = cuda_graph
+        self.median_shrinkage = t.median_shrinkage
+        self.median_index = spec.model.quantiles.index(0.5)
         self._graph: _GraphedStep | None = None
 
     # --- state -------------------------------------------------------------------------------------------------
@@ -172,6 +182,7 @@ class Trainer:
             "format": 1,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "ema": list(self.ema) if self.ema is not None else None,
             "loop": self.loop.to_dict(),
             "rng": rng_state(),
             "config": config,
@@ -179,6 +190,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(self.ema, [t.to(self.device) for t in state["ema"]])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loop = LoopState(**state["loop"])
         set_rng_state(state["rng"])
@@ -195,13 +209,46 @@ class Trainer:
     def _eager_step(self, idx: torch.Tensor) -> torch.Tensor:
         w = self.train
         pred = self.model(w.observed[idx], w.known[idx], w.symbol[idx])  # (B, H, Q)
-        loss = self.criterion(pred, w.target[idx])
+        loss = self.objective(pred, w.target[idx])
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.training.grad_clip)
         self.optimizer.step()
+        self.update_ema()
         out: torch.Tensor = loss.detach()
         return out
+
+    def objective(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Pinball loss plus a ridge penalty pulling the median towards the prior (a zero scaled return)."""
+        loss: torch.Tensor = self.criterion(pred, target)
+        if self.median_shrinkage > 0:
+            median = pred[..., self.median_index]  # (B, H)
+            loss = loss + self.median_shrinkage * median.square().mean()
+        return loss
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is not None:
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1.0 - self.ema_decay)
+
+    @contextlib.contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Temporarily put the averaged weights into the model (a no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        params = [p.data for p in self.model.parameters()]
+        saved = [p.clone() for p in params]
+        torch._foreach_copy_(params, self.ema)
+        try:
+            yield
+        finally:
+            torch._foreach_copy_(params, saved)
+
+    def eval_weights(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights that are validated and shipped (the average when EMA is on)."""
+        with self.averaged():
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.spec.training.seed * 100_003 + epoch)
@@ -213,7 +260,7 @@ class Trainer:
         perm = self.permutation(self.loop.epoch)
         B = self.batch_size
         loss_sum = torch.tensor(self.loop.train_loss_sum, device=self.device)
-        if self.device.type == "cuda" and self._graph is None:
+        if self.device.type == "cuda" and self.cuda_graph and self._graph is None:
             self._graph = _GraphedStep(self)
         for b in range(self.loop.batch, self.batches_per_epoch):
             idx = perm[b * B : (b + 1) * B]
@@ -229,7 +276,8 @@ class Trainer:
         return True
 
     def evaluate(self) -> tuple[float, dict[str, Any]]:
-        scaled = predict_scaled(self.model, self.val)  # (N, H, Q)
+        with self.averaged():
+            scaled = predict_scaled(self.model, self.val)  # (N, H, Q)
         val_loss = float(self.criterion(scaled, self.val.target))
         prices = to_prices(scaled, self.val)
         metrics = forecast_metrics(
@@ -290,7 +338,6 @@ class _GraphedStep:
     def __init__(self, trainer: Trainer):
         self.t = trainer
         w, B = trainer.train, trainer.batch_size
-        self.idx = torch.zeros(B, dtype=torch.int64, device=trainer.device)
         self.obs = w.observed[:B].clone()
         self.known = w.known[:B].clone()
         self.sym = w.symbol[:B].clone()
@@ -298,6 +345,7 @@ class _GraphedStep:
         model, opt = trainer.model, trainer.optimizer
         # Warm up on a side stream (allocator, cuDNN plans, lazily created optimizer state), then put weights and
         # optimizer state back *in place*: the graph holds their addresses, so nothing may be re-allocated.
+        saved_ema = [e.clone() for e in trainer.ema] if trainer.ema is not None else None
         saved = {k: v.clone() for k, v in model.state_dict().items()}
         saved_opt = {
             id(p): {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
@@ -316,6 +364,8 @@ class _GraphedStep:
         with torch.no_grad():
             for k, v in model.state_dict().items():
                 v.copy_(saved[k])
+            if trainer.ema is not None and saved_ema is not None:
+                torch._foreach_copy_(trainer.ema, saved_ema)
             for p, s in opt.state.items():
                 for k, v in s.items():
                     if isinstance(v, torch.Tensor):
@@ -324,10 +374,11 @@ class _GraphedStep:
     def _body(self) -> torch.Tensor:
         t = self.t
         pred = t.model(self.obs, self.known, self.sym)
-        loss = t.criterion(pred, self.target)
-        loss.backward()
+        loss = t.objective(pred, self.target)
+        torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.spec.training.grad_clip)
         t.optimizer.step()
+        t.update_ema()
         t.optimizer.zero_grad(set_to_none=False)
         out: torch.Tensor = loss.detach()
         return out
@@ -346,8 +397,7 @@ def final_metrics(
     trainer: Trainer, best_state: dict[str, torch.Tensor] | None
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Load the best weights and evaluate them on the validation period: (metrics, price quantiles)."""
-    if best_state is not None:
-        trainer.model.load_state_dict(best_state)
+    trainer.model.load_state_dict(best_state if best_state is not None else trainer.eval_weights())
     scaled = predict_scaled(trainer.model, trainer.val)
     prices = to_prices(scaled, trainer.val)
     m = forecast_metrics(

@@ -2,17 +2,26 @@
 
 Why not only ``kopf run``: the Helm chart sets environment variables, not flags; this maps
 ``TRAINOP_NAMESPACES`` to kopf's namespaces (empty: cluster-wide) and ``TRAINOP_PEERING`` to peering (unset:
-standalone, one replica)."""
+standalone, one replica). A bad ``TRAINOP_*`` value stops it at once with the variable's name (exit code 2)."""
 
 from __future__ import annotations
 
+import sys
+
 import kopf
+from pydantic import ValidationError
 
 from .settings import Settings
 
 
-def main() -> None:
-    settings = Settings()  # fails here, naming the variable, on a bad TRAINOP_* value
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        for e in err.errors():
+            name = "TRAINOP_" + "_".join(str(p) for p in e["loc"]).upper()
+            print(f"trainop: {name}: {e['msg']}", file=sys.stderr)
+        return 2
     kopf.configure(verbose=False)
     from . import handlers  # noqa: F401  (registers the handlers)
 
@@ -22,7 +31,8 @@ def main() -> None:
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

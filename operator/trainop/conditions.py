@@ -221,6 +221,9 @@ def pending_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
         waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in WAITING_REASONS:
             return str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])
+        status = pod.get("status") or {}
+        if status.get("reason") in WAITING_REASONS:  # some runtimes report it for the whole pod
+            return str(status["reason"]), str(status.get("message") or status["reason"])
     for pod in live:
         for cond in (pod.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":

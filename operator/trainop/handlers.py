@@ -177,8 +177,19 @@ def _children(
     pods: kopf.Index[Any, Any],
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     wanted = job_name(name)
-    found = [j for j in jobs.get((namespace, name), []) if j["metadata"].get("name") == wanted]
-    return (found[0] if found else None), list(pods.get((namespace, name), []))
+    found = [j for j in _snapshot(jobs, (namespace, name)) if j["metadata"].get("name") == wanted]
+    return (found[0] if found else None), _snapshot(pods, (namespace, name))
+
+
+def _snapshot(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[dict[str, Any]]:
+    """A copy of one index entry. Sync handlers run in threads while the event loop updates the indexes, so
+    a copy can meet "changed size during iteration"; the next try sees a consistent entry."""
+    for _ in range(5):
+        try:
+            return list(index.get(key, []))
+        except RuntimeError:
+            continue
+    return list(index.get(key, []))
 
 
 # --- create / resume ----------------------------------------------------------------------------------------
@@ -415,7 +426,7 @@ def delete_children(
         ns, run = str(namespace), name
         _, run_pods = _indexes(kwargs)
         urls = [path("batch/v1", "jobs", ns, job_name(run))]
-        urls += [path("v1", "pods", ns, p["metadata"]["name"]) for p in run_pods.get((ns, run), [])]
+        urls += [path("v1", "pods", ns, p["metadata"]["name"]) for p in _snapshot(run_pods, (ns, run))]
         if needs_own_account(body):
             account = account_name(run)
             urls += [
