@@ -24,8 +24,11 @@ from trainer.train import StopFlag, Trainer
 
 def one_run(epochs: int, symbols: list[str], cuda_graph: bool) -> tuple[float, float]:
     spec = parse_spec(
-        {"symbol": symbols[0], "symbols": symbols,
-         "training": {"epochs": epochs, "device": "cuda", "earlyStoppingPatience": 10_000}}
+        {
+            "symbol": symbols[0],
+            "symbols": symbols,
+            "training": {"epochs": epochs, "device": "cuda", "earlyStoppingPatience": 10_000},
+        }
     )
     split = split_windows([load_candles(None, s) for s in symbols], 60, 7, 0.2, spec.model.quantiles)
     torch.cuda.synchronize()

@@ -32,9 +32,11 @@ def main() -> None:
         wall = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     m = s["metrics"]
-    print(f"{name}: {s['epochs_run']} epochs (best {s['best_epoch']}), wall {wall:.1f} s, peak RSS {rss_mb:.0f} MB, "
-          f"MASE {m['mase']:.4f}, coverage80 {m['coverage_80']:.3f}, pinball {m['pinball']:.3f} "
-          f"(empirical band {m['baseline_pinball']:.3f})")
+    print(
+        f"{name}: {s['epochs_run']} epochs (best {s['best_epoch']}), wall {wall:.1f} s, peak RSS {rss_mb:.0f} MB, "
+        f"MASE {m['mase']:.4f}, coverage80 {m['coverage_80']:.3f}, pinball {m['pinball']:.3f} "
+        f"(empirical band {m['baseline_pinball']:.3f})"
+    )
 
 
 if __name__ == "__main__":

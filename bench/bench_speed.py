@@ -30,8 +30,13 @@ L, H, B = 60, 7, 64
 
 
 def ours(epochs: int) -> tuple[float, int, int]:
-    spec = parse_spec({"symbol": "SOL", "training": {"batchSize": B, "device": "cpu"},
-                       "data": {"inputWindow": L, "horizon": H}})
+    spec = parse_spec(
+        {
+            "symbol": "SOL",
+            "training": {"batchSize": B, "device": "cpu"},
+            "data": {"inputWindow": L, "horizon": H},
+        }
+    )
     split = split_windows([load_candles(None, "SOL")], L, H, 0.2, spec.model.quantiles)
     trainer = Trainer(spec, split, torch.device("cpu"))
     stop = StopFlag()
@@ -62,15 +67,26 @@ def pytorch_forecasting(epochs: int) -> tuple[float, int, int]:
     f["month"] = f["date"].dt.month.astype(str)
     cut = int(len(f) * 0.8)
     ds = TimeSeriesDataSet(
-        f.iloc[:cut], time_idx="time_idx", target="log_close", group_ids=["series"],
-        max_encoder_length=L, max_prediction_length=H, static_categoricals=["series"],
-        time_varying_known_categoricals=["dow", "month"], time_varying_known_reals=["time_idx"],
+        f.iloc[:cut],
+        time_idx="time_idx",
+        target="log_close",
+        group_ids=["series"],
+        max_encoder_length=L,
+        max_prediction_length=H,
+        static_categoricals=["series"],
+        time_varying_known_categoricals=["dow", "month"],
+        time_varying_known_reals=["time_idx"],
         time_varying_unknown_reals=["log_close", "ret", "range", "log_volume"],
     )
     loader = ds.to_dataloader(train=True, batch_size=B, num_workers=0)
     model = TemporalFusionTransformer.from_dataset(
-        ds, hidden_size=32, attention_head_size=4, dropout=0.1, hidden_continuous_size=16,
-        loss=QuantileLoss([0.1, 0.5, 0.9]), learning_rate=3e-3,
+        ds,
+        hidden_size=32,
+        attention_head_size=4,
+        dropout=0.1,
+        hidden_continuous_size=16,
+        loss=QuantileLoss([0.1, 0.5, 0.9]),
+        learning_rate=3e-3,
     )
     times: list[float] = []
 
@@ -81,9 +97,17 @@ def pytorch_forecasting(epochs: int) -> tuple[float, int, int]:
         def on_train_epoch_end(self, *_: object) -> None:
             times[-1] = time.perf_counter() - times[-1]
 
-    trainer = pl.Trainer(max_epochs=epochs + 1, accelerator="cpu", enable_progress_bar=False, logger=False,
-                         enable_checkpointing=False, limit_val_batches=0, callbacks=[Timer()],
-                         enable_model_summary=False, gradient_clip_val=1.0)
+    trainer = pl.Trainer(
+        max_epochs=epochs + 1,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        callbacks=[Timer()],
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+    )
     trainer.fit(model, train_dataloaders=loader)
     samples = len(loader) * B
     rates = [samples / t for t in times[1:]]
@@ -101,8 +125,10 @@ def main() -> None:
     pf_rate, pf_params, pf_windows = pytorch_forecasting(args.epochs)
     our_rate, our_params, our_windows = ours(args.epochs)
     rows = pd.DataFrame(
-        [["pytorch-forecasting TFT", pf_params, pf_windows, pf_rate], ["this trainer", our_params, our_windows,
-                                                                       our_rate]],
+        [
+            ["pytorch-forecasting TFT", pf_params, pf_windows, pf_rate],
+            ["this trainer", our_params, our_windows, our_rate],
+        ],
         columns=["model", "parameters", "train windows", "samples/s"],
     )
     print(f"torch {torch.__version__}, {args.threads} threads, batch {B}, windows {L}/{H}")

@@ -17,8 +17,14 @@ def frame(n: int = 5, start: str = "2024-01-01") -> pd.DataFrame:
     dates = pd.date_range(start, periods=n, freq="D")
     close = np.linspace(10, 14, n)
     return pd.DataFrame(
-        {"date": dates.strftime("%Y-%m-%d"), "open": close - 0.5, "high": close + 1, "low": close - 1,
-         "close": close, "volume": np.arange(1, n + 1) * 100.0}
+        {
+            "date": dates.strftime("%Y-%m-%d"),
+            "open": close - 0.5,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "volume": np.arange(1, n + 1) * 100.0,
+        }
     )
 
 
@@ -33,8 +39,17 @@ def test_bundled_data_matches_shared_copy() -> None:
 
 def test_yahoo_descending_any_column_order(tmp_path: Path) -> None:
     f = frame()
-    yahoo = pd.DataFrame({"Volume": f["volume"], "Adj Close": f["close"], "Close": f["close"],
-                          "Date": f["date"], "High": f["high"], "Low": f["low"], "Open": f["open"]})
+    yahoo = pd.DataFrame(
+        {
+            "Volume": f["volume"],
+            "Adj Close": f["close"],
+            "Close": f["close"],
+            "Date": f["date"],
+            "High": f["high"],
+            "Low": f["low"],
+            "Open": f["open"],
+        }
+    )
     path = tmp_path / "y.csv"
     yahoo.iloc[::-1].to_csv(path, index=False)
     c = load_candles(str(path), "SOL")
@@ -84,7 +99,7 @@ def test_bad_files_name_the_problem(tmp_path: Path, mutate, message: str) -> Non
 def test_too_few_rows(tmp_path: Path) -> None:
     path = tmp_path / "short.csv"
     frame(20).to_csv(path, index=False)
-    with pytest.raises(DataError, match="20 rows .* need at least 97"):
+    with pytest.raises(DataError, match=r"20 rows .* need at least 97"):
         load_candles(str(path), "SOL", min_rows=97)
 
 

@@ -8,7 +8,14 @@ import pandas as pd
 import torch
 
 from trainer.candles import load_candles
-from trainer.dataset import OBSERVED, WARMUP_DAYS, make_windows, observed_features, split_windows, symbol_stats
+from trainer.dataset import (
+    OBSERVED,
+    WARMUP_DAYS,
+    make_windows,
+    observed_features,
+    split_windows,
+    symbol_stats,
+)
 
 
 def test_split_has_no_leak_and_covers_validation() -> None:

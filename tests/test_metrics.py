@@ -27,7 +27,9 @@ def test_metrics_by_hand() -> None:
     assert m["da_h1"] == 1.0
     assert m["da_h7"] is None
     # the zero band is persistence for every quantile: pinball = mean over q of pinball(0 error scale)
-    assert m["baseline_pinball"] == pytest.approx(pinball(np.repeat(last[:, None, None], 3, 2).repeat(2, 1), actual, Q))
+    assert m["baseline_pinball"] == pytest.approx(
+        pinball(np.repeat(last[:, None, None], 3, 2).repeat(2, 1), actual, Q)
+    )
 
 
 def test_pinball_penalises_overconfidence() -> None:

@@ -41,8 +41,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start(out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(trainer_cmd("run", SAMPLE, "--output", str(out), *ARGS), cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=trainer_env())
+    return subprocess.Popen(
+        trainer_cmd("run", SAMPLE, "--output", str(out), *ARGS),
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=trainer_env(),
+    )
 
 
 def wait_for_epoch(proc: subprocess.Popen[str], epoch: int, timeout: float = 120) -> list[str]:
@@ -54,9 +60,14 @@ def wait_for_epoch(proc: subprocess.Popen[str], epoch: int, timeout: float = 120
         if not line:
             break
         lines.append(line)
-        if line.startswith("{") and json.loads(line).get("event") == "epoch" and json.loads(line)["epoch"] == epoch:
+        if (
+            line.startswith("{")
+            and json.loads(line).get("event") == "epoch"
+            and json.loads(line)["epoch"] == epoch
+        ):
             return lines
-    raise AssertionError("trainer never reached epoch %d:\n%s" % (epoch, "".join(lines)))
+    text = "".join(lines)
+    raise AssertionError(f"trainer never reached epoch {epoch}:\n{text}")
 
 
 def test_kill_9_then_resume_is_bit_exact(reference: Path, tmp_path: Path) -> None:
@@ -102,14 +113,25 @@ def test_resume_never_starts_fresh_and_extending_epochs_continues(reference: Pat
     more = run_trainer("run", SAMPLE, "--output", str(out), *TINY, "--epochs", "3", "--json")
     assert more.returncode == 0, more.stderr
     assert [e["epoch"] for e in events(more.stderr) if e["event"] == "epoch"] == [3]
-    fresh = run_trainer("run", SAMPLE, "--output", str(out), *TINY, "--epochs", "1", "--resume", "never", "--json")
+    fresh = run_trainer(
+        "run", SAMPLE, "--output", str(out), *TINY, "--epochs", "1", "--resume", "never", "--json"
+    )
     assert fresh.returncode == 0, fresh.stderr
     assert not [e for e in events(fresh.stderr) if e["event"] == "resume"]
 
 
 def test_architecture_change_is_refused(reference: Path) -> None:
-    proc = run_trainer("run", SAMPLE, "--output", str(reference), *ARGS, "--set", "model.hiddenSize=16",
-                       "--set", "model.attentionHeads=2")
+    proc = run_trainer(
+        "run",
+        SAMPLE,
+        "--output",
+        str(reference),
+        *ARGS,
+        "--set",
+        "model.hiddenSize=16",
+        "--set",
+        "model.attentionHeads=2",
+    )
     assert proc.returncode == exitcodes.INVALID_CONFIG
     assert "architecture differs" in proc.stderr and "hiddenSize: checkpoint 8, spec 16" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -49,25 +49,40 @@ def test_kill_9_mid_epoch_resumes_bit_exact_from_s3(s3_server: S3Server, tmp_pat
     assert ref.returncode == 0, ref.stderr
     uri = f"s3://{bucket}/sol-tft"
     cmd = trainer_cmd("run", SAMPLE, "--output", uri, "--s3-endpoint", s3_server.endpoint, *ARGS)
-    proc = subprocess.Popen(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=trainer_env(s3_server.env))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=trainer_env(s3_server.env),
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith("{") and json.loads(line).get("epoch") == 2 and json.loads(line)["event"] == "epoch":
+        if (
+            line.startswith("{")
+            and json.loads(line).get("epoch") == 2
+            and json.loads(line)["event"] == "epoch"
+        ):
             break
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     before = latest(s3_server, bucket, "sol-tft")
-    again = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, env=trainer_env(s3_server.env),
-                           timeout=300)
+    again = subprocess.run(
+        cmd, cwd=ROOT, text=True, capture_output=True, env=trainer_env(s3_server.env), timeout=300
+    )
     assert again.returncode == 0, again.stderr
     [resume] = [e for e in events(again.stderr) if e["event"] == "resume"]
     assert resume["uri"] == f"{uri}/checkpoints/epoch-{before['epoch']:06d}.pt"
     assert f"resuming from {resume['uri']} (epoch {before['epoch']}/4)" in resume["message"]
-    assert_same_weights(s3_weights(s3_server, bucket, "sol-tft/last.pt"),  # type: ignore[arg-type]
-                        dict(__import__("torch").load(tmp_path / "ref" / "last.pt", weights_only=True)["model"]))
-    keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket, Prefix="sol-tft/")["Contents"]}
+    assert_same_weights(
+        s3_weights(s3_server, bucket, "sol-tft/last.pt"),  # type: ignore[arg-type]
+        dict(__import__("torch").load(tmp_path / "ref" / "last.pt", weights_only=True)["model"]),
+    )
+    keys = {
+        o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket, Prefix="sol-tft/")["Contents"]
+    }
     for name in ("best.pt", "latest.json", "metrics.json", "config.json", "forecast.png", "last.pt"):
         assert f"sol-tft/{name}" in keys
     assert len([k for k in keys if k.endswith(".pt") and "/checkpoints/" in k]) == 3  # keepLast
@@ -75,10 +90,17 @@ def test_kill_9_mid_epoch_resumes_bit_exact_from_s3(s3_server: S3Server, tmp_pat
 
 def test_storage_outage_mid_run_does_not_stop_training(s3_server: S3Server) -> None:
     bucket = s3_server.create_bucket()
-    cmd = trainer_cmd("run", SAMPLE, "--output", f"s3://{bucket}/outage", "--s3-endpoint", s3_server.endpoint,
-                      *ARGS)
-    proc = subprocess.Popen(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=trainer_env(s3_server.env))
+    cmd = trainer_cmd(
+        "run", SAMPLE, "--output", f"s3://{bucket}/outage", "--s3-endpoint", s3_server.endpoint, *ARGS
+    )
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=trainer_env(s3_server.env),
+    )
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
@@ -118,15 +140,35 @@ def test_wrong_secret_fails_fast_without_leaking(s3_server: S3Server, tmp_path: 
     wrong = "wrongSecretValue1234567890"
     env = {**s3_server.env, "AWS_SECRET_ACCESS_KEY": wrong}
     t0 = time.monotonic()
-    proc = run_trainer("run", SAMPLE, "--output", f"s3://{bucket}/x", "--s3-endpoint", s3_server.endpoint,
-                       *TINY, "--epochs", "1", env=env)
+    proc = run_trainer(
+        "run",
+        SAMPLE,
+        "--output",
+        f"s3://{bucket}/x",
+        "--s3-endpoint",
+        s3_server.endpoint,
+        *TINY,
+        "--epochs",
+        "1",
+        env=env,
+    )
     assert proc.returncode == exitcodes.STORAGE_ERROR
     assert time.monotonic() - t0 < 60
     assert "credentials" in proc.stderr.lower() and "Traceback" not in proc.stderr
     assert wrong not in proc.stderr + proc.stdout
     assert s3_server.secret_key not in proc.stderr + proc.stdout
-    missing = run_trainer("run", SAMPLE, "--output", "s3://no-such-bucket/x", "--s3-endpoint",
-                          s3_server.endpoint, *TINY, "--epochs", "1", env=s3_server.env)
+    missing = run_trainer(
+        "run",
+        SAMPLE,
+        "--output",
+        "s3://no-such-bucket/x",
+        "--s3-endpoint",
+        s3_server.endpoint,
+        *TINY,
+        "--epochs",
+        "1",
+        env=s3_server.env,
+    )
     assert missing.returncode == exitcodes.STORAGE_ERROR
     assert "no-such-bucket" in missing.stderr and "does not exist" in missing.stderr
 
@@ -136,11 +178,34 @@ def test_data_and_backtest_from_s3(s3_server: S3Server, tmp_path: Path) -> None:
     csv = (ROOT / "trainer" / "datasets" / "SOL-USD.csv").read_bytes()
     s3_server.client().put_object(Bucket=bucket, Key="data/SOL-USD.csv", Body=csv)
     uri = f"s3://{bucket}/from-s3"
-    proc = run_trainer("run", SAMPLE, "--output", uri, "--s3-endpoint", s3_server.endpoint, *TINY,
-                       "--epochs", "1", "--set", f"data.uri=s3://{bucket}/data/{{symbol}}-USD.csv", "--json",
-                       env=s3_server.env)
+    proc = run_trainer(
+        "run",
+        SAMPLE,
+        "--output",
+        uri,
+        "--s3-endpoint",
+        s3_server.endpoint,
+        *TINY,
+        "--epochs",
+        "1",
+        "--set",
+        f"data.uri=s3://{bucket}/data/{{symbol}}-USD.csv",
+        "--json",
+        env=s3_server.env,
+    )
     assert proc.returncode == 0, proc.stderr
-    bt = run_trainer("backtest", "--checkpoint", uri, "--data", f"s3://{bucket}/data/SOL-USD.csv",
-                     "--start", "2025-01-01", "--json", "--s3-endpoint", s3_server.endpoint, env=s3_server.env)
+    bt = run_trainer(
+        "backtest",
+        "--checkpoint",
+        uri,
+        "--data",
+        f"s3://{bucket}/data/SOL-USD.csv",
+        "--start",
+        "2025-01-01",
+        "--json",
+        "--s3-endpoint",
+        s3_server.endpoint,
+        env=s3_server.env,
+    )
     assert bt.returncode == 0, bt.stderr
     assert json.loads(bt.stdout)["n"] == 175

@@ -50,19 +50,33 @@ def test_backtest_json(trained: tuple[Path, list[dict[str, object]]]) -> None:
     assert 0.5 < r["mase"] < 2.0 and 0 <= r["coverage_80"] <= 1 and r["rmse"] >= r["mae"]
 
 
-def test_backtest_on_a_user_file_with_end(trained: tuple[Path, list[dict[str, object]]], tmp_path: Path) -> None:
+def test_backtest_on_a_user_file_with_end(
+    trained: tuple[Path, list[dict[str, object]]], tmp_path: Path
+) -> None:
     out, _ = trained
     src = pd.read_csv(Path(SAMPLE).parent.parent.parent / "trainer/datasets/SOL-USD.csv")
     yahoo = src.rename(columns=str.title).iloc[::-1]  # Yahoo-style names, newest first
     path = tmp_path / "my-SOL.csv"
     yahoo.to_csv(path, index=False)
-    proc = run_trainer("backtest", "--checkpoint", str(out / "best.pt"), "--data", str(path), "--start",
-                       "2025-03-01", "--end", "2025-03-31", "--json")
+    proc = run_trainer(
+        "backtest",
+        "--checkpoint",
+        str(out / "best.pt"),
+        "--data",
+        str(path),
+        "--start",
+        "2025-03-01",
+        "--end",
+        "2025-03-31",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n"] == 31 - 7 + 1
 
 
-def test_backtest_range_without_windows_is_a_clear_error(trained: tuple[Path, list[dict[str, object]]]) -> None:
+def test_backtest_range_without_windows_is_a_clear_error(
+    trained: tuple[Path, list[dict[str, object]]],
+) -> None:
     out, _ = trained
     proc = run_trainer("backtest", "--checkpoint", str(out), "--start", "2025-06-28", "--json")
     assert proc.returncode == 2
@@ -88,7 +102,8 @@ def test_predict(trained: tuple[Path, list[dict[str, object]]]) -> None:
 def test_train_subcommand_and_bad_data(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("date,open,high,low,close,volume\n2024-01-01,1,1,1,1,1\n2024-01-01,1,1,1,1,1\n")
-    proc = run_trainer("train", "--symbol", "SOL", "--data", str(bad), "--epochs", "1", "--output",
-                       str(tmp_path / "o"))
+    proc = run_trainer(
+        "train", "--symbol", "SOL", "--data", str(bad), "--epochs", "1", "--output", str(tmp_path / "o")
+    )
     assert proc.returncode == 2
     assert f"{bad}: duplicate date 2024-01-01 (rows 2, 3)" in proc.stderr

@@ -15,15 +15,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = str(ROOT / "manifests" / "samples" / "sol-run.yaml")
 # A tiny SOL-only model: the behaviour under test does not depend on size, and it trains in seconds.
 TINY = [
-    "--set", "symbols=null", "--set", "model.hiddenSize=8", "--set", "model.attentionHeads=2",
-    "--set", "data.inputWindow=20",
+    "--set",
+    "symbols=null",
+    "--set",
+    "model.hiddenSize=8",
+    "--set",
+    "model.attentionHeads=2",
+    "--set",
+    "data.inputWindow=20",
 ]
 
 
 def trainer_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRAININGRUN_"))}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
-                "PYTHONPATH": str(ROOT)})
+    env.update(
+        {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    )
     env.update(extra or {})
     return env
 
@@ -32,9 +39,12 @@ def trainer_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "trainer", *args]
 
 
-def run_trainer(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(trainer_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          env=trainer_env(env), cwd=ROOT)
+def run_trainer(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        trainer_cmd(*args), capture_output=True, text=True, timeout=timeout, env=trainer_env(env), cwd=ROOT
+    )
 
 
 def events(text: str) -> list[dict[str, Any]]:

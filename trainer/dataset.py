@@ -66,7 +66,9 @@ class SymbolStats:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SymbolStats:
         return cls(
-            sigma=float(d["sigma"]), drift=float(d["drift"]), band=[[float(x) for x in row] for row in d["band"]]
+            sigma=float(d["sigma"]),
+            drift=float(d["drift"]),
+            band=[[float(x) for x in row] for row in d["band"]],
         )
 
 

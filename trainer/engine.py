@@ -65,7 +65,9 @@ def predict_scaled(model: TemporalFusionTransformer, w: Windows, batch_size: int
 
 def to_prices(scaled: torch.Tensor, w: Windows) -> np.ndarray:
     """Scaled return quantiles (N, H, Q) -> price quantiles via last_close * exp(q * scale + offset)."""
-    log_ret = scaled.float().cpu().numpy() * w.scale.cpu().numpy()[..., None] + w.offset.cpu().numpy()[..., None]
+    log_ret = (
+        scaled.float().cpu().numpy() * w.scale.cpu().numpy()[..., None] + w.offset.cpu().numpy()[..., None]
+    )
     return np.asarray(w.last_close[:, None, None] * np.exp(log_ret))
 
 

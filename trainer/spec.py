@@ -108,7 +108,10 @@ class TrainingSpec(_Model):
         description="Ridge penalty on the median forecast (scaled units): pulls it towards the martingale prior.",
     )
     ema_decay: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="Per-step decay of the weight average that is validated and kept; 0: off."
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Per-step decay of the weight average that is validated and kept; 0: off.",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -130,6 +130,7 @@ class StopFlag:
 
         for s in old:
             signal.signal(s, handler)
+
         def restore() -> None:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -229,7 +230,9 @@ class Trainer:
     @torch.no_grad()
     def update_ema(self) -> None:
         if self.ema is not None:
-            torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1.0 - self.ema_decay)
+            torch._foreach_lerp_(
+                self.ema, [p.detach() for p in self.model.parameters()], 1.0 - self.ema_decay
+            )
 
     @contextlib.contextmanager
     def averaged(self) -> Iterator[None]:
