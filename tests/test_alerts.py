@@ -8,15 +8,14 @@ rules`` (``tests/promtool/trainingrun_alerts_test.yaml``, copied next to it) rea
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.helm_tools import sync, tool
 
 REPO = Path(__file__).resolve().parent.parent
 PROMTOOL_TESTS = Path(__file__).resolve().parent / "promtool" / "trainingrun_alerts_test.yaml"
@@ -38,25 +37,6 @@ ALERT_LABELS = {
 }
 # The promtool tests' `job` label is this release's metrics Service: cpp-crypto-price-predictor-metrics.
 RELEASE = "cpp"
-
-
-def _load_sync() -> Any:
-    spec = importlib.util.spec_from_file_location("sync_manifests", REPO / "scripts" / "sync_manifests.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sync_manifests", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-sync = _load_sync()
-
-
-def tool(name: str) -> str:
-    try:
-        return str(sync.find_tool(name))
-    except sync.ToolMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 def rendered_rule(*set_args: str) -> dict[str, Any]:

@@ -14,16 +14,16 @@ A missing helm fails the tests with the hint to run .ci/install-tools.sh (never 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+
+from tests.helm_tools import sync
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "crypto-price-predictor"
@@ -45,18 +45,6 @@ ALL_ON = [
 ]
 NAMESPACED = ["--set", "watchNamespaces={ml,research}"]
 CONFIGS = {"default": [], "all-flags": ALL_ON, "namespaced": [*ALL_ON, *NAMESPACED]}
-
-
-def _load_sync() -> Any:
-    spec = importlib.util.spec_from_file_location("sync_manifests", REPO / "scripts" / "sync_manifests.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sync_manifests", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-sync = _load_sync()
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -61,16 +59,8 @@ class Storage:
 
 
 @pytest.fixture()
-def namespace(kube_api: KubeApi) -> Iterator[str]:
-    name = f"e2e-{os.getpid()}-{int(time.time()) % 100000}"
-    kube_api.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-    )
-    yield name
-    kube_api.kubectl("delete", "namespace", name, "--wait=false", check=False)
+def namespace(kube_namespace: str) -> str:
+    return kube_namespace
 
 
 def tr_status(kube_api: KubeApi, ns: str) -> dict[str, Any]:

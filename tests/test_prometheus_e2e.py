@@ -17,7 +17,6 @@ Waits poll the APIs (targets, the run's status, alerts) instead of sleeping blin
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import socket
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from tests.helm_tools import sync, tool
 from tests.kubeemu.fixtures import KubeApi, kube_api, kube_namespace  # noqa: F401  (pytest fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -41,25 +41,6 @@ REPO = Path(__file__).resolve().parent.parent
 RELEASE = "cpp"
 JOB = f"{RELEASE}-crypto-price-predictor-metrics"  # the metrics Service name = a ServiceMonitor's job label
 T = TypeVar("T")
-
-
-def _load_sync() -> Any:
-    spec = importlib.util.spec_from_file_location("sync_manifests", REPO / "scripts" / "sync_manifests.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sync_manifests", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-sync = _load_sync()
-
-
-def tool(name: str) -> str:
-    try:
-        return str(sync.find_tool(name))
-    except sync.ToolMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +27,12 @@ import numpy as np
 import torch
 
 from trainer import exitcodes
+from trainer.cuda_graph import GraphedStep
 from trainer.dataset import Split, Windows
 from trainer.engine import build_model, predict_scaled, seed_everything, to_prices
 from trainer.metrics import forecast_metrics
 from trainer.model import QuantileLoss, TemporalFusionTransformer
+from trainer.rng import rng_state, set_rng_state
 from trainer.spec import TrainingRunSpec
 
 
@@ -81,36 +82,6 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
         return base_lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return base_lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def rng_state() -> dict[str, Any]:
-    """Every generator a resumed run must continue, as tensors and plain values (``weights_only``-loadable)."""
-    np_state: dict[str, Any] = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy_key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-        "numpy_pos": int(np_state["state"]["pos"]),
-        "numpy_gauss": [int(np_state["has_gauss"]), float(np_state["gauss"])],
-        "python": [int(x) for x in random.getstate()[1]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": state["numpy_key"].numpy().astype(np.uint32), "pos": int(state["numpy_pos"])},
-            "has_gauss": int(state["numpy_gauss"][0]),
-            "gauss": float(state["numpy_gauss"][1]),
-        }
-    )
-    random.setstate((3, tuple(int(x) for x in state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class StopFlag:
@@ -175,7 +146,7 @@ class Trainer:
         self.cuda_graph = cuda_graph
         self.median_shrinkage = t.median_shrinkage
         self.median_index = spec.model.quantiles.index(0.5)
-        self._graph: _GraphedStep | None = None
+        self._graph: GraphedStep | None = None
 
     # --- state -------------------------------------------------------------------------------------------------
     def state_dict(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -264,7 +235,7 @@ class Trainer:
         B = self.batch_size
         loss_sum = torch.tensor(self.loop.train_loss_sum, device=self.device)
         if self.device.type == "cuda" and self.cuda_graph and self._graph is None:
-            self._graph = _GraphedStep(self)
+            self._graph = GraphedStep(self)
         for b in range(self.loop.batch, self.batches_per_epoch):
             idx = perm[b * B : (b + 1) * B]
             self._set_lr()
@@ -333,67 +304,6 @@ class Trainer:
             self.loop.epoch >= self.spec.training.epochs
             or self.loop.bad_epochs >= self.spec.training.early_stopping_patience
         )
-
-
-class _GraphedStep:
-    """The train step captured once as a CUDA graph (static input buffers, replayed per batch)."""
-
-    def __init__(self, trainer: Trainer):
-        self.t = trainer
-        w, B = trainer.train, trainer.batch_size
-        self.obs = w.observed[:B].clone()
-        self.known = w.known[:B].clone()
-        self.sym = w.symbol[:B].clone()
-        self.target = w.target[:B].clone()
-        model, opt = trainer.model, trainer.optimizer
-        # Warm up on a side stream (allocator, cuDNN plans, lazily created optimizer state), then put weights and
-        # optimizer state back *in place*: the graph holds their addresses, so nothing may be re-allocated.
-        saved_ema = [e.clone() for e in trainer.ema] if trainer.ema is not None else None
-        saved = {k: v.clone() for k, v in model.state_dict().items()}
-        saved_opt = {
-            id(p): {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
-            for p, s in opt.state.items()
-        }
-        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                self._body()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        opt.zero_grad(set_to_none=False)
-        with torch.cuda.graph(self.graph):
-            self.loss = self._body()
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                v.copy_(saved[k])
-            if trainer.ema is not None and saved_ema is not None:
-                torch._foreach_copy_(trainer.ema, saved_ema)
-            for p, s in opt.state.items():
-                for k, v in s.items():
-                    if isinstance(v, torch.Tensor):
-                        v.copy_(saved_opt[id(p)][k]) if id(p) in saved_opt else v.zero_()
-
-    def _body(self) -> torch.Tensor:
-        t = self.t
-        pred = t.model(self.obs, self.known, self.sym)
-        loss = t.objective(pred, self.target)
-        torch.autograd.backward(loss)
-        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.spec.training.grad_clip)
-        t.optimizer.step()
-        t.update_ema()
-        t.optimizer.zero_grad(set_to_none=False)
-        out: torch.Tensor = loss.detach()
-        return out
-
-    def step(self, idx: torch.Tensor) -> torch.Tensor:
-        w = self.t.train
-        torch.index_select(w.observed, 0, idx, out=self.obs)
-        torch.index_select(w.known, 0, idx, out=self.known)
-        torch.index_select(w.symbol, 0, idx, out=self.sym)
-        torch.index_select(w.target, 0, idx, out=self.target)
-        self.graph.replay()
-        return self.loss.clone()
 
 
 def final_metrics(

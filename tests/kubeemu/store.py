@@ -9,46 +9,24 @@ the server's event loop, so no locks are needed: a write and its watch event are
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import copy
 import datetime
 import random
-import re
 import string
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .admission import admit
 from .builtins import ResourceDef, crd_resources
+from .errors import ApiError, invalid
 from .patching import PatchError, apply_patch
 from .selectors import Predicate
 
 Key = tuple[str, str, str]
 ObjKey = tuple[str, str]  # (namespace or "", name)
 Event = tuple[int, Key, str, dict[str, Any]]
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_LABEL_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-
-
-class ApiError(Exception):
-    """An error the API server answers with a ``Status`` object."""
-
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "code": self.code,
-            "reason": self.reason,
-            "message": self.message,
-            "details": self.details,
-        }
 
 
 def now() -> str:
@@ -61,20 +39,6 @@ def _qualified(res: ResourceDef) -> str:
 
 def _details(res: ResourceDef, name: str) -> dict[str, Any]:
     return {"name": name, "group": res.group, "kind": res.plural}
-
-
-def invalid(res: ResourceDef, name: str, errors: list[tuple[str, str]]) -> ApiError:
-    text = errors[0][1] if len(errors) == 1 else "[" + ", ".join(message for _, message in errors) + "]"
-    kind = f"{res.kind}.{res.group}" if res.group else res.kind
-    causes = [
-        {"reason": "FieldValueInvalid", "message": message, "field": field} for field, message in errors
-    ]
-    return ApiError(
-        422,
-        "Invalid",
-        f'{kind} "{name}" is invalid: {text}',
-        {"name": name, "group": res.group, "kind": res.kind, "causes": causes},
-    )
 
 
 class Watcher:
@@ -392,71 +356,9 @@ class Store:
         return new if dry_run else self._commit(res, new, old)
 
     def _prepare(self, res: ResourceDef, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        """Per-kind defaulting and validation (what admission and the registry strategies do)."""
-        meta, name = obj["metadata"], obj["metadata"]["name"]
-        errors: list[tuple[str, str]] = []
-        if len(name) > (63 if res.kind in ("Job", "Namespace", "Service") else 253) or not _NAME_RE.match(
-            name
-        ):
-            errors.append(
-                (
-                    "metadata.name",
-                    f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
-                    "subdomain must consist of lower case alphanumeric characters, '-' or '.'",
-                )
-            )
-        for key, value in (meta.get("labels") or {}).items():
-            if not isinstance(value, str) or len(value) > 63 or not _LABEL_RE.match(value):
-                errors.append(
-                    (
-                        f"metadata.labels.{key}",
-                        f"metadata.labels: Invalid value: {value!r}: a valid "
-                        "label must be an empty string or consist of alphanumeric characters, '-', '_' "
-                        "or '.', at most 63 characters",
-                    )
-                )
-        for i, ref in enumerate(meta.get("ownerReferences") or []):
-            for field in ("apiVersion", "kind", "name", "uid"):
-                if not ref.get(field):
-                    errors.append(
-                        (
-                            f"metadata.ownerReferences[{i}].{field}",
-                            f'metadata.ownerReferences.{field}: Invalid value: "": {field} must not be empty',
-                        )
-                    )
-        if res.schema is not None:
-            res.schema.prepare(obj)
-            errors += res.schema.errors(obj)
-        if errors:
-            raise invalid(res, name, errors)
-        if res.kind == "Secret" and obj.get("stringData"):
-            data = obj.setdefault("data", {}) or {}
-            obj["data"] = data
-            for key, value in obj.pop("stringData").items():
-                data[key] = base64.b64encode(str(value).encode()).decode()
-        elif res.kind == "Namespace" and old is None:
-            obj["status"] = {"phase": "Active"}
-        elif res.kind == "Pod" and old is None:
-            obj["status"] = {"phase": "Pending"}
-        elif res.kind == "Job" and res.group == "batch":
-            spec = obj.setdefault("spec", {})
-            for field, default in (
-                ("backoffLimit", 6),
-                ("completions", 1),
-                ("parallelism", 1),
-                ("suspend", False),
-            ):
-                spec.setdefault(field, default)
-            labels = {
-                "batch.kubernetes.io/controller-uid": meta["uid"],
-                "batch.kubernetes.io/job-name": name,
-                "controller-uid": meta["uid"],
-                "job-name": name,
-            }
-            spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}})
-            template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
-            template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}
-        elif res.kind == "CustomResourceDefinition" and res.group == "apiextensions.k8s.io":
+        """Per-kind defaulting and validation (``admission.admit``); a CRD then registers what it serves."""
+        admit(res, obj, old)
+        if res.kind == "CustomResourceDefinition" and res.group == "apiextensions.k8s.io":
             self._register_crd(obj, old)
 
     def _register_crd(self, crd: dict[str, Any], old: dict[str, Any] | None) -> None:
