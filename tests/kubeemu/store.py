@@ -4,6 +4,8 @@ kmock keeps every object's full history and scans all of it per request (200 cre
 the current state lives in one dict per resource, the watch history is a bounded deque, and owner
 references are indexed so cascading deletion does not scan either. All methods are synchronous and run on
 the server's event loop, so no locks are needed: a write and its watch event are atomic.
+Per-kind defaulting and validation of object content live in ``admission``, the error answers in
+``errors``.
 """
 
 from __future__ import annotations
