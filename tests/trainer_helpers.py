@@ -57,8 +57,9 @@ def events(text: str) -> list[dict[str, Any]]:
 
 
 def final_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The last weights and the best epoch's weights of a checkpoint, as one flat dict."""
     state = torch.load(path, weights_only=True, map_location="cpu")
-    return dict(state["model"])
+    return {**state["model"], **{f"best.{k}": v for k, v in state["best_model"].items()}}
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

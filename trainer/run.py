@@ -74,10 +74,8 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     progress = Progress(spec.training.epochs, 0, interactive=opts.interactive)
 
     resumed = resolve_resume(store, opts.resume, spec, device)
-    best_state: dict[str, torch.Tensor] | None = None
     if resumed is not None:
         trainer.load_state_dict(resumed.state)
-        best_state = resumed.best_model
         progress.log(
             "resume",
             message=f"resuming from {resumed.uri} (epoch {trainer.loop.epoch}/{spec.training.epochs})",
@@ -110,12 +108,8 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
                 )
                 raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
             stats, is_best = trainer.finish_epoch(time.perf_counter() - e0)
-            if is_best:
-                best_state = trainer.eval_weights()
             if stats.epoch % spec.checkpoint.every_epochs == 0 or is_best or trainer.done or stop:
-                state = trainer.state_dict(config)
-                state["best_model"] = best_state
-                latest_uri = store.save(stats.epoch, state, is_best=is_best)
+                latest_uri = store.save(stats.epoch, trainer.state_dict(config), is_best=is_best)
                 stats.checkpoint = latest_uri
                 reporter.checkpoint(latest=latest_uri, best=store.uri("best.pt"), epoch=stats.epoch)
             progress.epoch(stats)
@@ -138,7 +132,7 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
         restore_signals()
         progress.close()
 
-    metrics, prices = final_metrics(trainer, best_state)
+    metrics, prices = final_metrics(trainer)
     summary: dict[str, Any] = {
         "name": opts.name,
         "symbol": spec.symbol,
@@ -157,7 +151,6 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
         "device": str(device),
     }
     final_state = trainer.state_dict(config)
-    final_state["best_model"] = best_state
     buf = io.BytesIO()
     torch.save(final_state, buf)
     store.write_bytes("last.pt", buf.getvalue())

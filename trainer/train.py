@@ -28,7 +28,7 @@ import torch
 
 from trainer import exitcodes
 from trainer.cuda_graph import GraphedStep
-from trainer.dataset import Split, Windows
+from trainer.dataset import Split
 from trainer.engine import build_model, predict_scaled, seed_everything, to_prices
 from trainer.metrics import forecast_metrics
 from trainer.model import QuantileLoss, TemporalFusionTransformer
@@ -144,6 +144,7 @@ class Trainer:
             [p.detach().clone() for p in self.model.parameters()] if self.ema_decay > 0 else None
         )
         self.cuda_graph = cuda_graph
+        self.best_weights: dict[str, torch.Tensor] | None = None  # the validated weights of the best epoch
         self.median_shrinkage = t.median_shrinkage
         self.median_index = spec.model.quantiles.index(0.5)
         self._graph: GraphedStep | None = None
@@ -155,6 +156,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": list(self.ema) if self.ema is not None else None,
+            "best_model": self.best_weights,
             "loop": self.loop.to_dict(),
             "rng": rng_state(),
             "config": config,
@@ -162,6 +164,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        self.best_weights = state.get("best_model")
         if self.ema is not None and state.get("ema") is not None:
             with torch.no_grad():
                 torch._foreach_copy_(self.ema, [t.to(self.device) for t in state["ema"]])
@@ -275,6 +278,7 @@ class Trainer:
         is_best = val_loss < self.loop.best_val_loss
         if is_best:
             self.loop.best_val_loss, self.loop.best_epoch, self.loop.bad_epochs = val_loss, self.loop.epoch, 0
+            self.best_weights = self.eval_weights()
         else:
             self.loop.bad_epochs += 1
         self.loop.history.append(
@@ -306,12 +310,16 @@ class Trainer:
         )
 
 
-def final_metrics(
-    trainer: Trainer, best_state: dict[str, torch.Tensor] | None
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Load the best weights and evaluate them on the validation period: (metrics, price quantiles)."""
-    trainer.model.load_state_dict(best_state if best_state is not None else trainer.eval_weights())
-    scaled = predict_scaled(trainer.model, trainer.val)
+def final_metrics(trainer: Trainer) -> tuple[dict[str, Any], np.ndarray]:
+    """Evaluate the best weights on the validation period: (metrics, price quantiles). The model keeps its last
+    weights (they are what ``last.pt`` and a resume need)."""
+    best = trainer.best_weights if trainer.best_weights is not None else trainer.eval_weights()
+    last = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer.model.load_state_dict(best)
+    try:
+        scaled = predict_scaled(trainer.model, trainer.val)
+    finally:
+        trainer.model.load_state_dict(last)
     prices = to_prices(scaled, trainer.val)
     m = forecast_metrics(
         prices,
@@ -322,7 +330,3 @@ def final_metrics(
     )
     m["val_loss"] = float(trainer.criterion(scaled, trainer.val.target))
     return m, prices
-
-
-def window_targets(w: Windows) -> np.ndarray:
-    return w.future_close
