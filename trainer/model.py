@@ -96,11 +96,12 @@ class StaticCovariateEncoder(nn.Module):
     def __init__(self, n_symbols: int, d: int, dropout: float = 0.0):
         super().__init__()
         self.embedding = nn.Embedding(n_symbols, d)
-        self.grns = nn.ModuleList([GatedResidualNetwork(d, d, d, dropout) for _ in range(4)])
+        # The paper's four context GRNs, computed as one GRN with a 4*D output (one set of kernels, not four).
+        self.grns = GatedResidualNetwork(d, d, 4 * d, dropout)
 
     def forward(self, symbol: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (B,) -> 4 x (B, D)
         s = self.embedding(symbol)  # (B, D)
-        c_selection, c_enrichment, c_h, c_c = (grn(s) for grn in self.grns)
+        c_selection, c_enrichment, c_h, c_c = self.grns(s).chunk(4, dim=-1)  # 4 x (B, D)
         return c_selection, c_enrichment, c_h, c_c
 
 
@@ -145,8 +146,10 @@ class TemporalFusionTransformer(nn.Module):
         self.horizon = horizon
         self.quantiles = quantiles or [0.1, 0.5, 0.9]
         self.static = StaticCovariateEncoder(n_symbols, d, dropout)
-        self.encoder_vsn = VariableSelectionNetwork(n_observed + n_known, d, dropout, d_context=d)
-        self.decoder_vsn = VariableSelectionNetwork(n_known, d, dropout, d_context=d)
+        # Dropout sits after the LSTM (enrichment, attention, position-wise): on a CPU each dropout mask over the
+        # (B, L+H, D) sequence costs as much as a matmul, and regularising the input selection gained nothing here.
+        self.encoder_vsn = VariableSelectionNetwork(n_observed + n_known, d, 0.0, d_context=d)
+        self.decoder_vsn = VariableSelectionNetwork(n_known, d, 0.0, d_context=d)
         self.lstm_layers = lstm_layers
         self.encoder_lstm = nn.LSTM(
             d, d, lstm_layers, batch_first=True, dropout=dropout if lstm_layers > 1 else 0
@@ -154,7 +157,7 @@ class TemporalFusionTransformer(nn.Module):
         self.decoder_lstm = nn.LSTM(
             d, d, lstm_layers, batch_first=True, dropout=dropout if lstm_layers > 1 else 0
         )
-        self.lstm_gate = GateAddNorm(d, d, dropout)
+        self.lstm_gate = GateAddNorm(d, d, 0.0)
         self.static_enrichment = GatedResidualNetwork(d, d, d, dropout, d_context=d)
         self.attention = nn.MultiheadAttention(d, attention_heads, dropout=dropout, batch_first=True)
         self.attention_gate = GateAddNorm(d, d, dropout)
