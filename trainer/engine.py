@@ -48,7 +48,7 @@ def build_model(spec: TrainingRunSpec) -> TemporalFusionTransformer:
 
 
 @torch.no_grad()
-def predict_scaled(model: TemporalFusionTransformer, w: Windows, batch_size: int = 4096) -> torch.Tensor:
+def predict_scaled(model: TemporalFusionTransformer, w: Windows, batch_size: int = 128) -> torch.Tensor:
     """(N, H, Q) scaled-return quantiles, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
