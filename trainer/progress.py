@@ -7,6 +7,7 @@ then a summary table. Elsewhere (a pod, CI, a pipe): one JSON object per line, s
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from typing import IO, Any
@@ -29,12 +30,14 @@ class Progress:
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.bar: tqdm[Any] | None = None
         if self.interactive:
+            sized = shutil.get_terminal_size((0, 0)).columns > 0
             self.bar = tqdm(
                 total=total_epochs,
                 initial=start_epoch,
                 unit="epoch",
                 file=self.stream,
-                dynamic_ncols=True,
+                # A pty without a size (script, some CI consoles) reports 0x0, which makes tqdm print nothing.
+                **({"dynamic_ncols": True} if sized else {"ncols": 100, "nrows": 40}),
                 desc="training",
             )
 
@@ -118,5 +121,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("missing days filled", summary["filled_days"]),
         ("output", summary["output"]),
     ]
-    verdict = "beats" if m["mase"] < 1 else "does not beat"
-    return table(rows, title=f"Result: the model {verdict} persistence on the validation period") + "\n"
+    gap = (1 - m["mase"]) * 100
+    word = "below" if gap > 0 else "above"
+    title = f"Result: validation MAE {abs(gap):.2f}% {word} persistence's (MASE {m['mase']:.4f})"
+    return table(rows, title=title) + "\n"
