@@ -13,15 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.trainer_helpers import (
-    ROOT,
     SAMPLE,
     TINY,
     assert_same_weights,
     events,
     final_weights,
+    popen_trainer,
     run_trainer,
-    trainer_cmd,
-    trainer_env,
 )
 from trainer import exitcodes
 
@@ -41,14 +39,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start(out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        trainer_cmd("run", SAMPLE, "--output", str(out), *ARGS),
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=trainer_env(),
-    )
+    return popen_trainer("run", SAMPLE, "--output", str(out), *ARGS)
 
 
 def wait_for_epoch(proc: subprocess.Popen[str], epoch: int, timeout: float = 120) -> list[str]:

@@ -19,6 +19,7 @@ from tests.trainer_helpers import (
     TINY,
     assert_same_weights,
     events,
+    popen_trainer,
     run_trainer,
     trainer_cmd,
     trainer_env,
@@ -49,14 +50,7 @@ def test_kill_9_mid_epoch_resumes_bit_exact_from_s3(s3_server: S3Server, tmp_pat
     assert ref.returncode == 0, ref.stderr
     uri = f"s3://{bucket}/sol-tft"
     cmd = trainer_cmd("run", SAMPLE, "--output", uri, "--s3-endpoint", s3_server.endpoint, *ARGS)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=trainer_env(s3_server.env),
-    )
+    proc = popen_trainer(*cmd[3:], env=s3_server.env)
     assert proc.stdout is not None
     for line in proc.stdout:
         if (
@@ -93,14 +87,7 @@ def test_storage_outage_mid_run_does_not_stop_training(s3_server: S3Server) -> N
     cmd = trainer_cmd(
         "run", SAMPLE, "--output", f"s3://{bucket}/outage", "--s3-endpoint", s3_server.endpoint, *ARGS
     )
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=trainer_env(s3_server.env),
-    )
+    proc = popen_trainer(*cmd[3:], env=s3_server.env)
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:

@@ -47,6 +47,18 @@ def run_trainer(
     )
 
 
+def popen_trainer(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The trainer CLI in the background, stdout and stderr merged, for tests that signal or kill it."""
+    return subprocess.Popen(
+        trainer_cmd(*args),
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=trainer_env(env),
+    )
+
+
 def events(text: str) -> list[dict[str, Any]]:
     """The JSON-lines events a non-interactive trainer prints."""
     out = []
