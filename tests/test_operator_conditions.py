@@ -14,7 +14,7 @@ from trainop.conditions import (
     set_condition,
     stall_update,
 )
-from trainop.status import compose, observe
+from trainop.status import compose, observe, stall_timeout
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 T1 = T0 + timedelta(minutes=5)
@@ -398,3 +398,9 @@ def test_stall_events() -> None:
         run_with(**{**status, **change.status}), [("Stalled", "False", "ProgressResumed", "progress")], T1
     )
     assert [(e.type, e.reason) for e in resumed.events] == [("Normal", "ProgressResumed")]
+
+
+def test_stall_timeout_falls_back_to_the_operator_default() -> None:
+    """A run without spec.stallTimeout uses the operator's TRAINOP_STALL_TIMEOUT (the CRD sets no default)."""
+    assert stall_timeout({"spec": {"symbol": "SOL"}}, "40m") == "40m"
+    assert stall_timeout({"spec": {"symbol": "SOL", "stallTimeout": "5m"}}, "40m") == "5m"

@@ -220,7 +220,11 @@ class TrainingRunSpec(_Model):
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     suspend: bool = False
-    stall_timeout: str = Field(default="15m", pattern=DURATION_PATTERN, description="e.g. 15m, 1h30m")
+    stall_timeout: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="No progress for this long marks the run Stalled, e.g. 15m, 1h30m; empty: the operator's default.",
+    )
     queue_name: str | None = Field(
         default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name)."
     )
