@@ -114,9 +114,7 @@ class Operator:
 @pytest.fixture()
 def api(kube_api: KubeApi) -> Api:
     if kube_api.real:
-        pytest.skip(
-            "writes pod and Job status itself: emulator only (a real cluster has its own controllers)"
-        )
+        pytest.skip("emulator only: writes pod/Job status itself; a real cluster has its own controllers")
     return kube_api.api
 
 
