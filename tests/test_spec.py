@@ -105,3 +105,18 @@ def test_cli_bad_spec_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "spec.training.optimizer: unknown field; allowed:" in proc.stderr
     assert "spec.model.dropout: Input should be less than 0.9 (got 1.5)" in proc.stderr
     assert not (tmp_path / "out").exists()  # failed before any training or output
+
+
+def test_train_subcommand_has_the_sample_defaults() -> None:
+    """`python -m trainer train --symbol SOL` trains what `run manifests/samples/sol-run.yaml` trains."""
+    from trainer.cli import _resolve_spec, build_parser
+
+    _, via_train = _resolve_spec(build_parser().parse_args(["train", "--symbol", "SOL"]))
+    name, via_run = _resolve_spec(
+        build_parser().parse_args(["run", str(ROOT / "manifests/samples/sol-run.yaml")])
+    )
+    keys = ("symbol", "symbols", "data", "model", "training", "checkpoint")
+    assert via_train.model_dump(include=set(keys)) == via_run.model_dump(include=set(keys))
+    assert name == "sol-tft"
+    _, own_data = _resolve_spec(build_parser().parse_args(["train", "--symbol", "SOL", "--data", "x.csv"]))
+    assert own_data.all_symbols == ["SOL"]

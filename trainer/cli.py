@@ -120,7 +120,15 @@ def _resolve_spec(args: argparse.Namespace) -> tuple[str, TrainingRunSpec]:
             raise SpecError("run", ["give a manifest path or --manifest-env VAR"])
         doc = spec.model_dump(by_alias=True, mode="json")
     else:
-        symbols = args.symbols.split(",") if args.symbols else None
+        if args.symbols:
+            symbols: list[str] | None = args.symbols.split(",")
+        elif args.data is None:  # the bundled data: the symbol first, then the others, as in sol-run.yaml
+            from trainer.candles import bundled_symbols
+
+            others = [b for b in bundled_symbols() if b != args.symbol]
+            symbols = [args.symbol, *others] if args.symbol in bundled_symbols() else None
+        else:
+            symbols = None
         doc = {"symbol": args.symbol, "symbols": symbols, "data": {"uri": args.data}}
         name = f"{args.symbol.lower()}-tft"
     doc.setdefault("training", {})
