@@ -125,8 +125,13 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
                 samples_per_second=stats.samples_per_second,
                 eta_seconds=eta,
             )
-            if stop:
+            if stop:  # the signal came during validation: this epoch's checkpoint is the one to resume from
                 store.flush(timeout=spec.checkpoint.grace_period_seconds)
+                progress.log(
+                    "preempted",
+                    message=f"stopped by signal {stop.signum}; checkpoint {latest_uri}",
+                    uri=latest_uri,
+                )
                 raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
     finally:
         restore_signals()
