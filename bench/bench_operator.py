@@ -35,6 +35,7 @@ import yaml  # noqa: E402
 
 from tests.kubeemu.client import Api  # noqa: E402
 from tests.kubeemu.server import emulator_subprocess, write_kubeconfig  # noqa: E402
+from tests.procs import stop_process  # noqa: E402
 from trainer.report import StatusReporter  # noqa: E402
 
 RUNS = "/apis/cryptopredictor.dev/v1alpha1/namespaces/{ns}/trainingruns"
@@ -212,11 +213,7 @@ def main() -> None:
                 if args.runs:
                     results["scale"] = bench_scale(api, "bench-scale", args.runs, op.pid)
             finally:
-                op.terminate()
-                try:
-                    op.wait(30)
-                except subprocess.TimeoutExpired:
-                    op.kill()
+                stop_process(op, timeout=30)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 
+from tests.procs import stop_process
+
 _PORT_NAMES = (
     "master.port",
     "master.port.grpc",
@@ -178,14 +180,7 @@ class S3Server:
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL); the data directory stays for ``start()``."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
     def client(self, **overrides: Any) -> Any:
         """A boto3 S3 client for this server (``overrides`` e.g. ``aws_secret_access_key='wrong'``)."""

@@ -23,10 +23,12 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from trainop import builders
 
 from tests.kubeemu.client import Api, ApiResponseError
 from tests.kubeemu.fixtures import KubeApi
 from tests.kubeemu.kubelet import Kubelet, default_env
+from tests.procs import stop_process
 from trainer.report import StatusReporter
 
 pytestmark = pytest.mark.e2e
@@ -94,13 +96,7 @@ class Operator:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=20)
         self.proc = None
 
     def metrics(self) -> str:
@@ -268,14 +264,7 @@ def test_apply_creates_one_job_with_owner_rbac_and_status(api: Api, ns: str, ope
     assert job["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
     assert job["metadata"]["labels"]["cryptopredictor.dev/run"] == "sol-tft"
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["command"] == [
-        "python",
-        "-m",
-        "trainer",
-        "run",
-        "--manifest-env",
-        "TRAININGRUN_MANIFEST",
-    ]
+    assert pod["containers"][0]["command"] == builders.COMMAND  # pinned in test_operator_builders
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["TRAININGRUN_UID"]["value"] == run["metadata"]["uid"]
     assert json.loads(env["TRAININGRUN_MANIFEST"]["value"])["spec"]["checkpoint"]["uri"] == (

@@ -34,6 +34,7 @@ import yaml
 
 from tests.helm_tools import sync, tool
 from tests.kubeemu.fixtures import KubeApi, kube_api, kube_namespace  # noqa: F401  (pytest fixtures)
+from tests.procs import stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -87,12 +88,7 @@ def process(
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_process(proc)
 
 
 FAILING_RUN = """

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.spec import CLUSTER_FIELDS, SpecError, TrainingRunSpec, load_manifest, parse_spec
+from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*run*.yaml"))
@@ -70,11 +70,6 @@ def test_architecture_excludes_training_knobs() -> None:
     b = parse_spec({"symbol": "SOL", "training": {"epochs": 500, "learningRate": 0.01}}).architecture()
     c = parse_spec({"symbol": "SOL", "model": {"hiddenSize": 64}}).architecture()
     assert a == b and a != c
-
-
-def test_cluster_fields_exist_on_the_model() -> None:
-    aliases = {f.alias for f in TrainingRunSpec.model_fields.values()}
-    assert set(CLUSTER_FIELDS) <= aliases
 
 
 def test_manifest_shape_errors(tmp_path: Path) -> None:

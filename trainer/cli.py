@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from trainer import exitcodes
-from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_spec
+from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_manifest, parse_spec
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -99,21 +99,12 @@ def _set_path(doc: dict[str, Any], assignment: str) -> None:
 
 
 def _resolve_spec(args: argparse.Namespace) -> tuple[str, TrainingRunSpec]:
-    import yaml
-
     if args.command == "run":
         if args.manifest_env:
             raw = os.environ.get(args.manifest_env)
             if not raw:
                 raise SpecError(f"${args.manifest_env}", ["environment variable is empty or unset"])
-            import tempfile
-
-            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-                f.write(raw)
-            try:
-                name, spec = load_manifest(f.name)
-            finally:
-                os.unlink(f.name)
+            name, spec = parse_manifest(raw, f"${args.manifest_env}")
         elif args.manifest:
             name, spec = load_manifest(args.manifest)
         else:
@@ -140,7 +131,6 @@ def _resolve_spec(args: argparse.Namespace) -> tuple[str, TrainingRunSpec]:
         doc["training"]["device"] = args.device
     for assignment in args.set:
         _set_path(doc, assignment)
-    del yaml
     return name, parse_spec(doc, "spec (after command-line overrides)")
 
 

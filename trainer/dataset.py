@@ -20,7 +20,7 @@ Why these choices:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,6 @@ class Windows:
     last_close: np.ndarray  # (N,) float64
     future_close: np.ndarray  # (N, H) float64, NaN where unknown
     origin: pd.DatetimeIndex  # (N,) dates of the last input day
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.observed.shape[0])
@@ -101,7 +100,6 @@ class Windows:
             self.last_close,
             self.future_close,
             self.origin,
-            self.extra,
         )
 
 
@@ -278,7 +276,10 @@ def split_windows(
             )
         )
     if candles[0].symbol not in stats:
-        raise ValueError(f"{candles[0].symbol}: too little data before the validation cut {cut.date()}")
+        raise ValueError(
+            f"{candles[0].symbol}: too little data before the validation cut {cut.date()}; give more history "
+            "(spec.data.start earlier) or lower spec.data.validationFraction / spec.data.inputWindow"
+        )
     val = make_windows(
         main, 0, stats[candles[0].symbol], input_window, horizon, first_origin=cut - pd.Timedelta(days=1)
     )

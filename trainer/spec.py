@@ -39,7 +39,6 @@ class _Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         validate_default=True,
-        frozen=False,
     )
 
 
@@ -265,24 +264,6 @@ class TrainingRunSpec(_Model):
         }
 
 
-# Fields of the spec that only mean something in a cluster; shown as "ignored locally" by the CLI.
-CLUSTER_FIELDS = (
-    "image",
-    "resources",
-    "nodeSelector",
-    "tolerations",
-    "priorityClassName",
-    "serviceAccountName",
-    "s3CredentialsSecret",
-    "backoffLimit",
-    "activeDeadlineSeconds",
-    "ttlSecondsAfterFinished",
-    "suspend",
-    "stallTimeout",
-    "queueName",
-)
-
-
 class SpecError(ValueError):
     """A spec that cannot be trained, with one readable line per problem (no traceback for users)."""
 
@@ -347,13 +328,20 @@ def load_manifest(path: str | Path) -> tuple[str, TrainingRunSpec]:
     """Read a TrainingRun manifest (YAML) and return ``(metadata.name, spec)``; raises SpecError."""
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text())
+        text = p.read_text()
     except FileNotFoundError:
         raise SpecError(str(p), ["file not found"]) from None
+    return parse_manifest(text, str(p))
+
+
+def parse_manifest(text: str, source: str) -> tuple[str, TrainingRunSpec]:
+    """A TrainingRun manifest's text (YAML or JSON) -> ``(metadata.name, spec)``; raises SpecError."""
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(str(p), [f"not valid YAML: {exc}"]) from None
+        raise SpecError(source, [f"not valid YAML: {exc}"]) from None
     if not isinstance(doc, dict):
-        raise SpecError(str(p), ["expected a TrainingRun object (apiVersion, kind, metadata, spec)"])
+        raise SpecError(source, ["expected a TrainingRun object (apiVersion, kind, metadata, spec)"])
     problems = []
     if doc.get("apiVersion") != f"{API_GROUP}/{API_VERSION}":
         problems.append(f"apiVersion: must be {API_GROUP}/{API_VERSION} (got {doc.get('apiVersion')!r})")
@@ -365,5 +353,5 @@ def load_manifest(path: str | Path) -> tuple[str, TrainingRunSpec]:
     if not isinstance(doc.get("spec"), dict):
         problems.append("spec: missing")
     if problems:
-        raise SpecError(str(p), problems)
-    return str(name), parse_spec(doc["spec"], str(p))
+        raise SpecError(source, problems)
+    return str(name), parse_spec(doc["spec"], source)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,10 +39,6 @@ class TrainingAborted(RuntimeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class CheckpointSink(Protocol):
-    def save(self, epoch: int, state: dict[str, Any], *, is_best: bool) -> str: ...
 
 
 @dataclass
@@ -89,7 +84,6 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.when = 0.0
 
     def install(self) -> Callable[[], None]:
         old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -97,7 +91,7 @@ class StopFlag:
         def handler(signum: int, _frame: object) -> None:
             if self.signum is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C means now
-            self.signum, self.when = signum, time.monotonic()
+            self.signum = signum
 
         for s in old:
             signal.signal(s, handler)

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.procs import stop_process
+
 from .client import Api, ApiResponseError
 
 
@@ -336,13 +338,7 @@ class Kubelet:
             self._job_status(job, active=0, failed=failed)
 
     def _terminate(self, run: _Run) -> None:
-        if run.process.poll() is None:
-            run.process.terminate()
-            try:
-                run.process.wait(10)
-            except subprocess.TimeoutExpired:
-                run.process.kill()
-                run.process.wait()
+        stop_process(run.process, timeout=10)
 
     def _forget(self, pod: str) -> None:
         with self._lock:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import kmock
 import yaml
 
+from tests.procs import stop_process
+
 from .emulator import ApiEmulator
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -76,12 +78,7 @@ def emulator_subprocess(log_path: pathlib.Path | None = None) -> Iterator[str]:
             raise RuntimeError(f"the Kubernetes emulator did not start: {line!r} (log: {log_path})")
         yield f"http://127.0.0.1:{int(line.split()[1])}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         if log is not subprocess.DEVNULL:
             log.close()
 
