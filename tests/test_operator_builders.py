@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from trainop import builders
+from trainop.runs import parse_run
 from trainop.settings import Settings
 
 from trainer import exitcodes
@@ -58,6 +59,11 @@ FULL = {
 }
 
 
+def job_of(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The Job as the operator builds it: the body parsed once, its spec resolved, then built."""
+    return builders.build_job(parse_run(body), builders.validate_run(body, settings), settings)
+
+
 def without_manifest(job: dict[str, Any]) -> dict[str, Any]:
     """The Job minus the embedded spec JSON: that is the model's output (every new spec default would change
     it) and is checked by round trip in test_job_env_and_manifest instead."""
@@ -84,22 +90,22 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_job_golden_sample() -> None:
-    check_golden("job-sample.yaml", without_manifest(builders.build_job(run_of(), SETTINGS)))
+    check_golden("job-sample.yaml", without_manifest(job_of(run_of(), SETTINGS)))
 
 
 def test_job_golden_all_cluster_fields() -> None:
-    check_golden("job-full.yaml", without_manifest(builders.build_job(run_of(FULL), SETTINGS)))
+    check_golden("job-full.yaml", without_manifest(job_of(run_of(FULL), SETTINGS)))
 
 
 def test_rbac_golden() -> None:
-    run = run_of()
+    run = parse_run(run_of())
     check_golden("serviceaccount.yaml", builders.build_service_account(run))
     check_golden("role.yaml", builders.build_role(run))
     check_golden("rolebinding.yaml", builders.build_role_binding(run))
 
 
 def test_role_is_least_privilege() -> None:
-    role = builders.build_role(run_of())
+    role = builders.build_role(parse_run(run_of()))
     assert role["rules"] == [
         {
             "apiGroups": ["cryptopredictor.dev"],
@@ -108,18 +114,19 @@ def test_role_is_least_privilege() -> None:
             "verbs": ["get", "patch"],
         }
     ]
-    binding = builders.build_role_binding(run_of())
+    binding = builders.build_role_binding(parse_run(run_of()))
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sol-tft-trainer", "namespace": "ml"}]
 
 
 def test_children_are_owned_and_labelled() -> None:
     run = run_of()
+    parsed = parse_run(run)
     for child in (
-        builders.build_job(run, SETTINGS),
-        builders.build_service_account(run),
-        builders.build_role(run),
-        builders.build_role_binding(run),
+        job_of(run, SETTINGS),
+        builders.build_service_account(parsed),
+        builders.build_role(parsed),
+        builders.build_role_binding(parsed),
     ):
         (owner,) = child["metadata"]["ownerReferences"]
         assert owner == {
@@ -136,7 +143,7 @@ def test_children_are_owned_and_labelled() -> None:
 
 
 def test_job_shape() -> None:
-    job = builders.build_job(run_of(), SETTINGS)
+    job = job_of(run_of(), SETTINGS)
     spec = job["spec"]
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
@@ -171,7 +178,7 @@ def test_job_shape() -> None:
 
 
 def test_job_env_and_manifest() -> None:
-    env = env_of(builders.build_job(run_of(), SETTINGS))
+    env = env_of(job_of(run_of(), SETTINGS))
     assert env["TRAININGRUN_NAME"] == "sol-tft" and env["TRAININGRUN_NAMESPACE"] == "ml"
     assert env["TRAININGRUN_UID"] == "0b6b7c1e-1111-2222-3333-444455556666"
     assert env["TRAINER_STATUS_THROTTLE_SECONDS"] == "10"
@@ -192,7 +199,7 @@ def test_job_env_and_manifest() -> None:
 
 
 def test_job_cluster_fields() -> None:
-    job = builders.build_job(run_of(FULL), SETTINGS)
+    job = job_of(run_of(FULL), SETTINGS)
     pod = job["spec"]["template"]["spec"]
     env = env_of(job)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
@@ -208,34 +215,34 @@ def test_job_cluster_fields() -> None:
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "team-s3", "key": "id"}}
     assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "team-s3", "key": "secret"}}
     assert json.loads(env["TRAININGRUN_MANIFEST"])["spec"]["checkpoint"]["uri"] == "s3://team-bucket/sol"
-    assert not builders.needs_own_account(run_of(FULL))
+    assert not builders.needs_own_account(builders.validate_run(run_of(FULL), SETTINGS))
 
 
 def test_no_s3_env_without_endpoint_or_secret() -> None:
-    env = env_of(builders.build_job(run_of(), Settings(checkpoint_prefix="s3://bkt/p")))
+    env = env_of(job_of(run_of(), Settings(checkpoint_prefix="s3://bkt/p")))
     assert not {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)
     assert (
-        builders.build_job(run_of(), Settings(checkpoint_prefix="s3://bkt/p"))["spec"]["template"]["spec"][
-            "containers"
-        ][0]["image"]
+        job_of(run_of(), Settings(checkpoint_prefix="s3://bkt/p"))["spec"]["template"]["spec"]["containers"][
+            0
+        ]["image"]
         == "ghcr.io/crypto-price-predictor/trainer:0.1.0"
     )
 
 
 def test_builders_are_deterministic() -> None:
-    assert builders.build_job(run_of(), SETTINGS) == builders.build_job(run_of(), SETTINGS)
+    assert job_of(run_of(), SETTINGS) == job_of(run_of(), SETTINGS)
 
 
 def test_checkpoint_uri_required_without_prefix() -> None:
     with pytest.raises(SpecError) as err:
-        builders.build_job(run_of(), Settings())
+        job_of(run_of(), Settings())
     assert err.value.problems[0].startswith("spec.checkpoint.uri:")
     assert builders.first_field(err.value) == "spec.checkpoint.uri"
 
 
 def test_invalid_spec_names_the_field() -> None:
     with pytest.raises(SpecError) as err:
-        builders.build_job(run_of({"training": {"epochs": 0}}), SETTINGS)
+        job_of(run_of({"training": {"epochs": 0}}), SETTINGS)
     assert builders.first_field(err.value) == "spec.training.epochs"
     assert "spec.training.epochs" in builders.describe_spec_error(err.value)
 
@@ -247,4 +254,25 @@ def test_long_names_are_bounded_and_stable() -> None:
     assert builders.job_name(name) != builders.job_name("a" * 62 + "b")
     assert builders.job_name(name).endswith("-train")
     with pytest.raises(SpecError):
-        builders.build_job(run_of(name="x" * 64), SETTINGS)
+        job_of(run_of(name="x" * 64), SETTINGS)
+
+
+def test_parse_run_keeps_the_error_instead_of_raising() -> None:
+    run = parse_run(run_of())
+    assert run.spec is not None and run.error is None and run.symbol == "SOL"
+    assert run.key == ("ml", "sol-tft") and run.uid == "0b6b7c1e-1111-2222-3333-444455556666"
+    bad = parse_run(run_of({"symbols": ["SOL", "SOL"]}))
+    assert bad.spec is None and bad.symbol == ""
+    assert bad.error is not None and builders.first_field(bad.error) == "spec.symbols"
+    not_an_object = parse_run({**run_of(), "spec": "hello"})
+    assert not_an_object.error is not None and not_an_object.error.problems[0].startswith("spec:")
+    with pytest.raises(SpecError):
+        not_an_object.valid()
+
+
+def test_s3_endpoint_precedence() -> None:
+    """One rule for the operator and the trainer: flag > spec.checkpoint.s3Endpoint > default > AWS."""
+    assert builders.resolve_s3_endpoint(flag="http://f", spec="http://s", default="http://d") == "http://f"
+    assert builders.resolve_s3_endpoint(spec="http://s", default="http://d") == "http://s"
+    assert builders.resolve_s3_endpoint(spec="", default="http://d") == "http://d"
+    assert builders.resolve_s3_endpoint() is None

@@ -14,7 +14,11 @@ from trainop.conditions import (
     set_condition,
     stall_update,
 )
+from trainop.runs import Run
+from trainop.stall import due
 from trainop.status import compose, observe, stall_timeout
+
+from trainer.spec import TrainingRunSpec
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 T1 = T0 + timedelta(minutes=5)
@@ -299,27 +303,28 @@ def run_with(conditions: list[dict[str, Any]] | None = None, **status: Any) -> d
 def test_observe_writes_once_and_events_once() -> None:
     j = job(active=1)
     p = pod("Pending", scheduled=("Unschedulable", "no GPU"))
-    first = observe(run_with(), j, [p], T0)
+    first = observe(run_with(), j, [p], T0, spec_suspend=False)
     assert first.status["phase"] == "Pending" and first.status["reason"] == "Unschedulable"
     assert first.status["jobName"] == "sol-tft-train" and first.status["observedGeneration"] == 2
     assert [(e.type, e.reason) for e in first.events] == [
         ("Normal", "JobCreated"),
         ("Warning", "Unschedulable"),
     ]
-    again = observe(run_with(**first.status), j, [p], T1)
+    again = observe(run_with(**first.status), j, [p], T1, spec_suspend=False)
     assert again.status == {} and again.events == [], "a re-delivered event must change and announce nothing"
-    running = observe(run_with(**first.status), j, [pod("Running")], T1)
+    running = observe(run_with(**first.status), j, [pod("Running")], T1, spec_suspend=False)
     assert running.status["phase"] == "Running" and running.old_phase == "Pending"
     assert [(e.type, e.reason) for e in running.events] == [("Normal", "Running")]
 
 
 def test_observe_failure_event_and_transition() -> None:
-    start = observe(run_with(), job(active=1), [pod("Running")], T0)
+    start = observe(run_with(), job(active=1), [pod("Running")], T0, spec_suspend=False)
     failed = observe(
         run_with(**start.status),
         job(("Failed", "PodFailurePolicy", "exit code 4 matching"), failed=1),
         [],
         T1,
+        spec_suspend=False,
     )
     assert failed.phase == "Failed" and failed.reason == "NaNLoss" and failed.old_phase == "Running"
     assert failed.status["reason"] == "NaNLoss"
@@ -332,7 +337,7 @@ def test_observe_failure_event_and_transition() -> None:
 def test_observe_without_job_keeps_status() -> None:
     """A Job deleted by its TTL must not erase a finished run's conditions."""
     done = run_with(phase="Succeeded")
-    assert observe(done, None, [], T1).status == {}
+    assert observe(done, None, [], T1, spec_suspend=False).status == {}
 
 
 def test_compose_invalid_spec() -> None:
@@ -402,5 +407,19 @@ def test_stall_events() -> None:
 
 def test_stall_timeout_falls_back_to_the_operator_default() -> None:
     """A run without spec.stallTimeout uses the operator's TRAINOP_STALL_TIMEOUT (the CRD sets no default)."""
-    assert stall_timeout({"spec": {"symbol": "SOL"}}, "40m") == "40m"
-    assert stall_timeout({"spec": {"symbol": "SOL", "stallTimeout": "5m"}}, "40m") == "5m"
+    assert stall_timeout(TrainingRunSpec.model_validate({"symbol": "SOL"}), "40m") == "40m"
+    assert (
+        stall_timeout(TrainingRunSpec.model_validate({"symbol": "SOL", "stallTimeout": "5m"}), "40m") == "5m"
+    )
+
+
+def test_stall_sweep_picks_only_runs_whose_condition_changes() -> None:
+    spec = TrainingRunSpec.model_validate({"symbol": "SOL", "stallTimeout": "10m"})
+    quiet = Run("ml", "quiet", "u1", spec, status=running_status(T0 + timedelta(minutes=15)))
+    stalled = Run("ml", "late", "u2", spec, status=running_status(T0))
+    default = Run(
+        "ml", "default", "u3", TrainingRunSpec.model_validate({"symbol": "SOL"}), status=stalled.status
+    )
+    invalid = Run("ml", "bad", "u4", None, status=stalled.status)
+    picked = due([quiet, stalled, default, invalid], "40m", T0 + timedelta(minutes=20))
+    assert [(r.name, t) for r, t in picked] == [("late", 600.0)]

@@ -581,6 +581,64 @@ def test_delete_removes_children_and_series(api: Api, ns: str, operator: Operato
     wait_for("series removed", lambda: 'name="d"' not in operator.metrics())
 
 
+CHILD_URLS = (
+    "/apis/batch/v1/namespaces/{ns}/jobs/{run}-train",
+    "/api/v1/namespaces/{ns}/serviceaccounts/{run}-trainer",
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{run}-trainer",
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{run}-trainer",
+)
+
+
+def test_delete_completes_while_the_operator_is_down(api: Api, ns: str, operator: Operator) -> None:
+    """No finalizer: ``kubectl delete tr`` never waits for the operator; owner references (the emulator's
+    garbage collector) take the Job and the per-run RBAC with it."""
+    create_run(api, ns, "gone")
+    job = wait_job(api, ns, "gone-train")
+    make_pod(api, ns, job, RUNNING_POD)
+    wait_phase(api, ns, "gone", "Running")
+    assert not get_run(api, ns, "gone")["metadata"].get("finalizers")
+    operator.stop()
+    api.delete(f"{RUNS.format(ns=ns)}/gone")
+    wait_for("run gone", lambda: api.maybe_get(f"{RUNS.format(ns=ns)}/gone") is None, timeout=5)
+    for url in CHILD_URLS:
+        url = url.format(ns=ns, run="gone")
+        wait_for(f"{url} deleted", lambda url=url: api.maybe_get(url) is None, timeout=5)  # type: ignore[misc]
+    assert api.get(f"/api/v1/namespaces/{ns}/pods")["items"] == []
+
+
+def test_the_old_finalizer_is_removed(api: Api, ns: str, operator: Operator) -> None:
+    """Runs of an earlier operator version carry its finalizer; this version takes it off."""
+    operator.stop()
+    body = json.loads(json.dumps(SAMPLE))
+    body["metadata"] = {"name": "old", "finalizers": ["cryptopredictor.dev/trainop-cleanup"]}
+    api.create(RUNS.format(ns=ns), body)
+    operator.start()
+    wait_job(api, ns, "old-train")
+    wait_for(
+        "the finalizer removed",
+        lambda: not get_run(api, ns, "old")["metadata"].get("finalizers"),
+    )
+    api.delete(f"{RUNS.format(ns=ns)}/old")
+    wait_for("run gone", lambda: api.maybe_get(f"{RUNS.format(ns=ns)}/old") is None)
+
+
+def test_logs_are_json_with_the_run_and_events_name_the_operator(
+    api: Api, ns: str, operator: Operator
+) -> None:
+    create_run(api, ns, "lg")
+    wait_job(api, ns, "lg-train")
+    wait_event(api, ns, "lg", "JobCreated")
+    items = api.get(f"/api/v1/namespaces/{ns}/events")["items"]
+    sources = {e["source"]["component"] for e in items if e["involvedObject"]["name"] == "lg"}
+    assert sources == {"trainingrun-operator"}
+    assert {e["reportingComponent"] for e in items} == {"trainingrun-operator"}
+    lines = [json.loads(line) for line in operator.log().splitlines()]  # every line is JSON (not a TTY)
+    about = [line for line in lines if (line.get("object") or {}).get("kind") == "TrainingRun"]
+    assert about and all(line["run"] == {"namespace": ns, "name": "lg"} for line in about)
+    ready = next(line for line in lines if line["message"].startswith("Job lg-train ready"))
+    assert ready["run"] == {"namespace": ns, "name": "lg"} and ready["severity"] == "info"
+
+
 def test_stall_marked_and_cleared(api: Api, ns: str, operator: Operator) -> None:
     create_run(api, ns, "st", stallTimeout="2s")
     job = wait_job(api, ns, "st-train")

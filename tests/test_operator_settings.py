@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import logging
+
 import pytest
 from prometheus_client import generate_latest
 from pydantic import ValidationError
-from trainop import metrics
+from trainop import logs, metrics
 from trainop.settings import Settings, parse_duration
 
 
@@ -82,7 +85,7 @@ def _run(phase: str, reason: str = "", **status: object) -> dict[str, object]:
 
 
 def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
-    metrics.observe_run(_run("Pending", "Unschedulable"))
+    metrics.observe_run(_run("Pending", "Unschedulable"), "SOL")
     text = _scrape()
     assert 'trainingrun_phase{name="r1",namespace="mx",phase="Pending",symbol="SOL"} 1.0' in text
     assert 'trainingrun_phase{name="r1",namespace="mx",phase="Running",symbol="SOL"} 0.0' in text
@@ -101,7 +104,8 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
                 "bestValLoss": 0.4,
                 "lastProgressTime": "2026-01-01T00:00:10Z",
             },
-        )
+        ),
+        "SOL",
     )
     text = _scrape()
     assert "trainingrun_pending_reason_info{" not in text.replace(
@@ -115,7 +119,7 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
         'trainingrun_last_progress_timestamp_seconds{name="r1",namespace="mx",symbol="SOL"} 1.76722561e+09'
         in text
     )
-    metrics.observe_run(_run("Failed", "NaNLoss"))
+    metrics.observe_run(_run("Failed", "NaNLoss"), "SOL")
     text = _scrape()
     assert 'trainingrun_failed_info{name="r1",namespace="mx",reason="NaNLoss",symbol="SOL"} 1.0' in text
     assert 'trainingrun_stalled{name="r1",namespace="mx",symbol="SOL"} 0.0' in text
@@ -150,3 +154,27 @@ def test_python_m_trainop_refuses_bad_settings_with_the_variable_name() -> None:
     assert out.returncode == 2
     assert out.stderr.startswith("trainop: TRAINOP_METRICS_PORT: ")
     assert "Traceback" not in out.stderr
+
+
+def test_log_lines_about_a_run_carry_it() -> None:
+    record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "Handler succeeded", None, None)
+    record.k8s_ref = {
+        "apiVersion": "cryptopredictor.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "name": "r",
+        "namespace": "ml",
+    }
+    assert logs.RunFields().filter(record) and record.run == {"namespace": "ml", "name": "r"}
+    job = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "x", None, None)
+    job.k8s_ref = {"kind": "Job", "name": "r-train", "namespace": "ml"}
+    assert logs.RunFields().filter(job) and not hasattr(job, "run")
+    # The JSON lines themselves: test_operator_integration's test_logs_are_json_with_the_run_...
+
+
+def test_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().log_format == "auto"
+    monkeypatch.setenv("TRAINOP_LOG_FORMAT", "yaml")
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings()
+    assert logs.wants_json("json") and not logs.wants_json("text")
+    assert logs.wants_json("auto", io.StringIO())  # not a terminal: a pod's log

@@ -2,7 +2,8 @@
 
 Why not only ``kopf run``: the Helm chart sets environment variables, not flags; this maps
 ``TRAINOP_NAMESPACES`` to kopf's namespaces (empty: cluster-wide) and ``TRAINOP_PEERING`` to peering (unset:
-standalone, one replica). A bad ``TRAINOP_*`` value stops it at once with the variable's name (exit code 2)."""
+standalone, one replica) and ``TRAINOP_LOG_FORMAT`` to kopf's log format (JSON lines in a pod). A bad
+``TRAINOP_*`` value stops it at once with the variable's name (exit code 2)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import kopf
 from pydantic import ValidationError
 
+from . import logs
 from .settings import Settings
 
 
@@ -22,7 +24,7 @@ def main() -> int:
             name = "TRAINOP_" + "_".join(str(p) for p in e["loc"]).upper()
             print(f"trainop: {name}: {e['msg']}", file=sys.stderr)
         return 2
-    kopf.configure(verbose=False)
+    logs.configure(settings.log_format)
     from . import handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(

@@ -1,8 +1,9 @@
 """Pure builders of a TrainingRun's children: the Job, and the ServiceAccount, Role and RoleBinding it runs
 as.
 
-Why pure (plain dicts in, plain dicts out): the exact shape of what the operator creates is reviewed as golden
-YAML files (``tests/golden/``) instead of being read out of API calls, and the handlers stay thin.
+Why pure (a parsed ``Run`` and its resolved spec in, plain dicts out): the exact shape of what the operator
+creates is reviewed as golden YAML files (``tests/golden/``) instead of being read out of API calls, and the
+handlers stay thin. The spec is the shared pydantic model, never the body's camelCase keys.
 
 Names are deterministic (a function of the run's name only), so creating twice, after an operator restart or a
 re-delivered event, finds the existing Job instead of making a second one."""
@@ -13,14 +14,15 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from trainer import exitcodes
-from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, SpecError, TrainingRunSpec, parse_spec
+from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, SpecError, TrainingRunSpec
 
 from .conditions import TRAINER_CONTAINER
+from .runs import MAX_LABEL, Run, parse_run
 from .settings import Settings
 
 RUN_LABEL = f"{API_GROUP}/run"
@@ -29,7 +31,6 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANIFEST_ENV = "TRAININGRUN_MANIFEST"
 COMMAND = ["python", "-m", "trainer", "run", "--manifest-env", MANIFEST_ENV]
 RUN_AS_USER = 1000
-MAX_LABEL = 63
 
 
 def _bounded(base: str, suffix: str, limit: int) -> str:
@@ -51,68 +52,72 @@ def account_name(run_name: str) -> str:
     return _bounded(run_name, "-trainer", 253)
 
 
-def _meta(run: Mapping[str, Any]) -> Mapping[str, Any]:
-    return run.get("metadata") or {}
-
-
-def labels(run: Mapping[str, Any], spec: TrainingRunSpec) -> dict[str, str]:
-    name = str(_meta(run).get("name"))
+def labels(run: Run, spec: TrainingRunSpec) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "trainer",
-        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/instance": run.name,
         "app.kubernetes.io/component": "training",
         "app.kubernetes.io/part-of": "crypto-price-predictor",
         "app.kubernetes.io/managed-by": "trainop",
-        RUN_LABEL: name,
+        RUN_LABEL: run.name,
         SYMBOL_LABEL: spec.symbol,
     }
 
 
-def validate_run(run: Mapping[str, Any], settings: Settings) -> TrainingRunSpec:
-    """The spec parsed with the shared model, ``checkpoint.uri`` resolved; raises SpecError naming fields."""
-    name = str(_meta(run).get("name") or "")
-    if len(name) > MAX_LABEL:
+def resolve(run: Run, settings: Settings) -> TrainingRunSpec:
+    """The run's spec with ``checkpoint.uri`` resolved (``<TRAINOP_CHECKPOINT_PREFIX>/<ns>/<name>``); raises
+    SpecError naming fields (the run's own parse error first)."""
+    spec = run.valid()
+    if spec.checkpoint.uri:
+        return spec
+    if not settings.checkpoint_prefix:
         raise SpecError(
-            "TrainingRun", [f"metadata.name: must be at most {MAX_LABEL} characters (used as a label)"]
+            f"TrainingRun {run.name}",
+            [
+                "spec.checkpoint.uri: required in a cluster (s3://bucket/prefix); the operator has no "
+                "TRAINOP_CHECKPOINT_PREFIX default"
+            ],
         )
-    spec = parse_spec(dict(run.get("spec") or {}), source=f"TrainingRun {name}")
-    if not spec.checkpoint.uri:
-        if not settings.checkpoint_prefix:
-            raise SpecError(
-                f"TrainingRun {name}",
-                [
-                    "spec.checkpoint.uri: required in a cluster (s3://bucket/prefix); the operator has no "
-                    "TRAINOP_CHECKPOINT_PREFIX default"
-                ],
-            )
-        namespace = str(_meta(run).get("namespace") or "default")
-        spec = spec.model_copy(deep=True)
-        spec.checkpoint.uri = f"{settings.checkpoint_prefix}/{namespace}/{name}"
+    spec = spec.model_copy(deep=True)
+    spec.checkpoint.uri = f"{settings.checkpoint_prefix}/{run.namespace}/{run.name}"
     return spec
 
 
-def manifest(run: Mapping[str, Any], spec: TrainingRunSpec) -> str:
+def validate_run(body: Mapping[str, Any], settings: Settings) -> TrainingRunSpec:
+    """A body's spec parsed with the shared model and resolved; raises SpecError naming fields."""
+    return resolve(parse_run(body), settings)
+
+
+def resolve_s3_endpoint(
+    *, flag: str | None = None, spec: str | None = None, default: str | None = None
+) -> str | None:
+    """The one precedence of the S3 endpoint: an explicit ``--s3-endpoint`` flag, then the run's
+    ``spec.checkpoint.s3Endpoint``, then the default (the operator's ``TRAINOP_S3_ENDPOINT``; in the trainer
+    ``$AWS_ENDPOINT_URL_S3``/``$AWS_ENDPOINT_URL``); None: AWS S3 itself."""
+    return next((e for e in (flag, spec, default) if e), None)
+
+
+def manifest(run: Run, spec: TrainingRunSpec) -> str:
     """The JSON TrainingRun the trainer reads from ``$TRAININGRUN_MANIFEST`` (resolved spec, sorted keys)."""
     doc = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
-        "metadata": {"name": _meta(run).get("name"), "namespace": _meta(run).get("namespace")},
+        "metadata": {"name": run.name, "namespace": run.namespace},
         "spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def _env(run: Mapping[str, Any], spec: TrainingRunSpec, settings: Settings) -> list[dict[str, Any]]:
-    meta = _meta(run)
+def _env(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "TRAININGRUN_NAME", "value": str(meta.get("name"))},
-        {"name": "TRAININGRUN_NAMESPACE", "value": str(meta.get("namespace"))},
-        {"name": "TRAININGRUN_UID", "value": str(meta.get("uid"))},
+        {"name": "TRAININGRUN_NAME", "value": run.name},
+        {"name": "TRAININGRUN_NAMESPACE", "value": run.namespace},
+        {"name": "TRAININGRUN_UID", "value": run.uid},
         {"name": MANIFEST_ENV, "value": manifest(run, spec)},
         {"name": "TRAINER_STATUS_THROTTLE_SECONDS", "value": f"{settings.status_throttle_seconds:g}"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    endpoint = spec.checkpoint.s3_endpoint or settings.s3_endpoint
+    endpoint = resolve_s3_endpoint(spec=spec.checkpoint.s3_endpoint, default=settings.s3_endpoint)
     if endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
     ref = spec.s3_credentials_secret
@@ -164,10 +169,10 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """The batch/v1 Job of a run (owner reference, namespace and owner labels added by ``kopf.adopt``)."""
-    spec = validate_run(run, settings)
-    name = str(_meta(run).get("name"))
+def build_job(run: Run, spec: TrainingRunSpec, settings: Settings) -> dict[str, Any]:
+    """The batch/v1 Job of a run whose ``spec`` is resolved (``resolve``); owner reference, namespace and
+    owner labels added by ``kopf.adopt``."""
+    name = run.name
     pod_labels = labels(run, spec)
     job_labels = dict(pod_labels)
     if spec.queue_name:
@@ -227,43 +232,38 @@ def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
         "metadata": {"name": job_name(name), "labels": job_labels},
         "spec": job_spec,
     }
-    kopf.adopt(job, owner=_body(run))
+    kopf.adopt(job, owner=run.owner())
     return job
 
 
-def _rbac_meta(run: Mapping[str, Any]) -> dict[str, Any]:
-    name = str(_meta(run).get("name"))
+def _rbac_meta(run: Run) -> dict[str, Any]:
     return {
-        "name": account_name(name),
+        "name": account_name(run.name),
         "labels": {
             "app.kubernetes.io/name": "trainer",
-            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/instance": run.name,
             "app.kubernetes.io/part-of": "crypto-price-predictor",
             "app.kubernetes.io/managed-by": "trainop",
-            RUN_LABEL: name,
+            RUN_LABEL: run.name,
         },
     }
 
 
-def _body(run: Mapping[str, Any]) -> kopf.Body:
-    return kopf.Body(cast(kopf.RawBody, dict(run)))
-
-
-def _owned(obj: dict[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    kopf.adopt(obj, owner=_body(run))
+def _owned(obj: dict[str, Any], run: Run) -> dict[str, Any]:
+    kopf.adopt(obj, owner=run.owner())
     return obj
 
 
-def build_service_account(run: Mapping[str, Any]) -> dict[str, Any]:
+def build_service_account(run: Run) -> dict[str, Any]:
     return _owned({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _rbac_meta(run)}, run)
 
 
-def build_role(run: Mapping[str, Any]) -> dict[str, Any]:
+def build_role(run: Run) -> dict[str, Any]:
     """Least privilege: get and patch the status of this one TrainingRun, nothing else."""
     rule = {
         "apiGroups": [API_GROUP],
         "resources": [f"{PLURAL}/status"],
-        "resourceNames": [str(_meta(run).get("name"))],
+        "resourceNames": [run.name],
         "verbs": ["get", "patch"],
     }
     role = {
@@ -275,22 +275,20 @@ def build_role(run: Mapping[str, Any]) -> dict[str, Any]:
     return _owned(role, run)
 
 
-def build_role_binding(run: Mapping[str, Any]) -> dict[str, Any]:
+def build_role_binding(run: Run) -> dict[str, Any]:
     meta = _rbac_meta(run)
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": meta,
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
-        "subjects": [
-            {"kind": "ServiceAccount", "name": meta["name"], "namespace": str(_meta(run).get("namespace"))}
-        ],
+        "subjects": [{"kind": "ServiceAccount", "name": meta["name"], "namespace": run.namespace}],
     }
     return _owned(binding, run)
 
 
-def needs_own_account(run: Mapping[str, Any]) -> bool:
-    return not (run.get("spec") or {}).get("serviceAccountName")
+def needs_own_account(spec: TrainingRunSpec) -> bool:
+    return not spec.service_account_name
 
 
 def describe_spec_error(err: SpecError) -> str:

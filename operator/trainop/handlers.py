@@ -1,253 +1,220 @@
 """kopf handlers of the TrainingRun operator: thin adapters from events to the pure modules.
 
-Why this shape: every decision (what Job, which condition, which reason) lives in ``builders``, ``conditions``
-and ``status`` and is unit-tested; the handlers only fetch, call and write. Handlers doing API calls are sync
-(kopf runs them in its thread pool; none sleeps), the ones that only touch memory are async.
+Importing this module registers the handlers and connects to nothing: the startup handler makes the
+process's ``Runtime`` (settings, typed API clients, status writer, thread pool, stall sweep) and keeps it in
+kopf's ``memo``. The handlers are ``async``: they read kopf's indexes on the event loop (the only thread that
+changes them, so what they read is consistent) and hand the blocking API work to the runtime's thread pool.
+Each body is parsed once into the shared spec model (``parse_run``); the Job and pod handlers and the stall
+sweep get the parsed run from the ``runs`` index.
 
-Flow: create/resume -> validate with the shared model (a SpecError is permanent: Failed/InvalidSpec + Event),
-create the ServiceAccount/Role/RoleBinding and the Job (deterministic names, look-before-create, 409 = already
-there); Job and pod events -> conditions/phase/restarts on the run; a timer marks Stalled; spec.suspend
-suspends the Job; delete -> children deleted explicitly too (owner references do it where a garbage collector
-runs).
+No finalizer: children carry owner references, so the cluster's garbage collector deletes them and
+``kubectl delete tr`` completes at once even while the operator is down. Where no garbage collector runs,
+the operator deletes what the run still owns when it sees the run go (``run_event``). Not a kopf on-delete
+handler: kopf calls those only while its own finalizer holds the object, even with ``optional=True``. kopf's
+per-run timers would need a finalizer too, hence one stall sweep (``stall``).
 
-Status writes of the operator go through ``status_writer.write_status``: one lock per run, a fresh GET, then
-a merge patch of the fields that changed, so concurrent Job/pod/timer handlers never overwrite each other's
-conditions. The trainer patches only ``status.progress``/``checkpoint``/``metrics``, which the operator never
-writes. Creating, finding and observing the children lives in ``children``; this module only registers
-the kopf handlers (importing it registers them) and adapts their arguments."""
+Errors: ``kopf.PermanentError`` for what retrying cannot fix (an invalid spec, an object the API server
+rejects), ``kopf.TemporaryError`` with a delay for everything else (``kube.to_kopf_error``). Watch handlers
+(Job/pod events) are not retried by kopf; their failures are logged with the run and fixed by the next event."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 
-from trainer.spec import API_GROUP, API_VERSION, PLURAL, SpecError
+from trainer.spec import API_GROUP, API_VERSION, PLURAL
 
-from . import metrics
-from .builders import (
-    RUN_LABEL,
-    account_name,
-    job_name,
-    needs_own_account,
-    validate_run,
-)
-from .children import SETTINGS, children, ensure_children, fail_invalid, indexes, refresh, snapshot, trim
-from .conditions import FAILED, get_condition, stall_update
-from .kube import path, to_kopf_error
-from .settings import parse_duration
-from .status import StatusChange, compose, observe, stall_timeout
-from .status_writer import KUBE, forget_lock, utcnow, write_status
+from . import children as ch
+from . import logs, metrics, stall
+from .builders import RUN_LABEL, describe_spec_error
+from .conditions import FAILED, get_condition
+from .kube import EVENT_COMPONENT, Kube, instance_name
+from .runs import Run, parse_run
+from .runtime import MEMO_KEY, Runtime, runtime
+from .settings import Settings
+from .status import Event
+from .status_writer import run_fields
 
 TR = (API_GROUP, API_VERSION, PLURAL)
 CHILD = {RUN_LABEL: kopf.PRESENT}
-FINALIZER = f"{API_GROUP}/trainop-cleanup"
+# Earlier versions put this finalizer on every run; naming it lets kopf remove it, as no handler needs it now.
+LEGACY_FINALIZER = f"{API_GROUP}/trainop-cleanup"
 STORAGE_PREFIX = f"trainop.{API_GROUP}"
+
+log = logging.getLogger(__name__)
+
+
+def index(kwargs: Mapping[str, Any], name: str) -> kopf.Index[Any, Any]:
+    """An index kopf passes under its function's name (read from ``**kwargs``: as named parameters the
+    indexes would not fit kopf's handler protocols under mypy)."""
+    return cast("kopf.Index[Any, Any]", kwargs[name])
+
+
+def _children(key: tuple[str, str], kwargs: Mapping[str, Any]) -> tuple[ch.Child | None, list[ch.Child]]:
+    return ch.children(key, index(kwargs, "run_jobs"), index(kwargs, "run_pods"))
 
 
 # --- operator lifecycle -------------------------------------------------------------------------------------
 
 
-class _QuietRoutine(logging.Filter):
-    """Drop kopf's per-event "succeeded" lines of the watch handlers and the timer (thousands per minute at
-    1,000 runs); failures and the create/delete handlers still log."""
-
-    NOISY = (
-        "Handler 'run_event' succeeded",
-        "Handler 'job_event' succeeded",
-        "Handler 'pod_event' succeeded",
-        "Timer 'stall_check' succeeded",
-    )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.NOISY)
-
-
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    logger.info("trainop settings: %s", SETTINGS.describe())
-    objects_log = logging.getLogger("kopf.objects")
-    if not any(isinstance(f, _QuietRoutine) for f in objects_log.filters):
-        objects_log.addFilter(_QuietRoutine())
-    settings.persistence.finalizer = FINALIZER
+async def startup(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    config = Settings()
+    logs.install_filters()
+    logger.info("trainop settings: %s", config.describe())
+    settings.persistence.finalizer = LEGACY_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
-    settings.posting.level = logging.WARNING  # our own Events are posted explicitly with kopf.event
+    settings.posting.level = logging.WARNING  # the status Events are posted by the status writer
+    settings.posting.reporting_component = EVENT_COMPONENT
+    settings.posting.reporting_instance = instance_name()
     settings.watching.connect_timeout = 60
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 16
-    memo["metrics_runner"] = await metrics.start_server(SETTINGS.metrics_host, SETTINGS.metrics_port)
+    settings.execution.max_workers = 16  # the sync index functions
+    rt = Runtime.create(config, await asyncio.to_thread(Kube.connect))
+    memo[MEMO_KEY] = rt
+    runner = await metrics.start_server(config.metrics_host, config.metrics_port)
+    rt.closers.append(runner.cleanup)
+    rt.tasks.append(asyncio.create_task(stall.sweep_forever(rt, index(kwargs, "runs")), name="stall sweep"))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    runner = memo.get("metrics_runner")
-    if runner is not None:
-        await runner.cleanup()
+    rt = memo.get(MEMO_KEY)
+    if isinstance(rt, Runtime):
+        await rt.close()
 
 
-# --- indexes of the children, so that Job/pod events need no extra API calls --------------------------------
+# --- indexes: the parsed runs, and their children so that Job/pod events need no extra API calls -----------
+
+
+@kopf.index(*TR)
+def runs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    run = parse_run(body)
+    return {run.key: run}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 def run_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[RUN_LABEL]): trim(body, ("suspend",))}
+    return {(namespace, labels[RUN_LABEL]): ch.trim(body, ("suspend",))}
 
 
 @kopf.index("v1", "pods", labels=CHILD)
 def run_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[RUN_LABEL]): trim(body, ("nodeName",))}
+    return {(namespace, labels[RUN_LABEL]): ch.trim(body, ("nodeName",))}
 
 
-# --- create / resume ----------------------------------------------------------------------------------------
+# --- create / resume / change -------------------------------------------------------------------------------
 
 
 @kopf.on.resume(*TR)
 @kopf.on.create(*TR)
-def ensure_job(
-    body: kopf.Body, name: str, namespace: str | None, status: kopf.Status, logger: kopf.Logger, **kwargs: Any
+async def ensure_job(
+    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     """Create the run's children once; a finished run (Job perhaps gone with its TTL) is left alone."""
     with metrics.timed("ensure_job"):
         if status.get("phase") in ("Succeeded", "Failed"):
             return
-        ensure_children(body, str(namespace), name, *indexes(kwargs), logger)
+        run = parse_run(body)
+        _, pods = _children(run.key, kwargs)
+        rt = runtime(memo)
+        await rt.offload(ch.ensure_children, rt, run, pods, logger)
 
 
 @kopf.on.update(*TR, field="spec")
-def spec_changed(
-    body: kopf.Body,
-    name: str,
-    namespace: str | None,
-    status: kopf.Status,
-    diff: kopf.Diff,
-    logger: kopf.Logger,
-    **kwargs: Any,
+async def spec_changed(
+    body: kopf.Body, status: kopf.Status, diff: kopf.Diff, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     """suspend goes to the Job; a fixed invalid spec is retried; other changes cannot reach a created Job."""
     with metrics.timed("spec_changed"):
-        ns, run = str(namespace), name
-        run_jobs, run_pods = indexes(kwargs)
+        rt, run = runtime(memo), parse_run(body)
+        _, pods = _children(run.key, kwargs)
         failed = get_condition(status.get("conditions"), FAILED) or {}
         if (
             failed.get("status") == "True"
             and failed.get("reason") == "InvalidSpec"
             and not status.get("jobName")
         ):
-            try:
-                validate_run(body, SETTINGS)
-            except SpecError as err:
-                fail_invalid(body, err)
-                return
-            write_status(
-                ns,
-                run,
-                lambda r: compose(r, [(FAILED, "False", "SpecFixed", "the spec is valid now")], utcnow()),
-            )
-            ensure_children(body, ns, run, run_jobs, run_pods, logger)
+            await rt.offload(ch.fix_invalid, rt, run, pods, logger)
             return
-        _, pods = children(ns, run, run_jobs, run_pods)
         changed = [".".join(str(p) for p in item[1]) or "spec" for item in diff]
-        if "suspend" in changed:  # by name, not from the index: that may lag a just-created Job
-            suspend = bool(body.get("spec", {}).get("suspend"))
-            url = path("batch/v1", "jobs", ns, job_name(run))
-            try:
-                patched = KUBE.merge_patch(url, {"spec": {"suspend": suspend}})
-            except Exception as exc:
-                raise to_kopf_error(
-                    exc, f"{'suspending' if suspend else 'resuming'} Job {job_name(run)}"
-                ) from None
-            if patched is not None:  # None: no Job yet; it is created with the current spec.suspend
-                write_status(ns, run, lambda r: observe(r, patched, pods, utcnow()))
+        if run.spec is None:
+            if status.get("jobName"):
+                detail = describe_spec_error(run.error) if run.error else "spec: invalid"
+                message = (
+                    f"the changed spec is invalid ({detail}); the Job keeps the spec it was created with"
+                )
+                await rt.offload(rt.writer.post, run.ref(), Event("Warning", "SpecChangeIgnored", message))
+            return
+        if "suspend" in changed:
+            await rt.offload(ch.set_suspend, rt, run, run.spec.suspend, pods)
         others = [c for c in changed if c != "suspend"]
         if others and status.get("jobName"):
-            kopf.event(
-                body,
-                type="Warning",
-                reason="SpecChangeIgnored",
-                message=f"{', '.join('spec.' + c for c in others)} changed after the Job was created; "
-                "delete and re-create the TrainingRun to apply it",
+            message = (
+                f"{', '.join('spec.' + c for c in others)} changed after the Job was created; "
+                "delete and re-create the TrainingRun to apply it"
             )
+            await rt.offload(rt.writer.post, run.ref(), Event("Warning", "SpecChangeIgnored", message))
 
 
 # --- children -> status -------------------------------------------------------------------------------------
 
 
+async def _refresh(
+    handler: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, kwargs: Mapping[str, Any]
+) -> None:
+    key = (str(namespace), str(labels.get(RUN_LABEL)))
+    job, pods = _children(key, kwargs)
+    run: Run | None = ch.run_of(key, index(kwargs, "runs"), job) if job is not None else None
+    if job is None or run is None:
+        return  # no Job yet (or gone with its TTL), or a Job of an older run of this name
+    rt = runtime(memo)
+    try:
+        with metrics.timed(handler):
+            await rt.offload(ch.refresh, rt, run, job, pods)
+    except Exception as exc:
+        log.warning("status of %s/%s not updated: %s", *key, exc, extra=run_fields(*key))
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD)
-def job_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
-    with metrics.timed("job_event"):
-        refresh(namespace, labels, *indexes(kwargs))
+async def job_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    await _refresh("job_event", namespace, labels, memo, kwargs)
 
 
 @kopf.on.event("v1", "pods", labels=CHILD)
-def pod_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
-    with metrics.timed("pod_event"):
-        refresh(namespace, labels, *indexes(kwargs))
+async def pod_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    await _refresh("pod_event", namespace, labels, memo, kwargs)
 
 
 @kopf.on.event(*TR)
 async def run_event(
-    type: str | None, body: kopf.Body, name: str | None, namespace: str | None, **_: Any
+    type: str | None, body: kopf.Body, name: str | None, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """Gauges follow every version of the run (including the trainer's progress patches)."""
-    if type == "DELETED":
-        metrics.forget_run(str(namespace), str(name))
-        forget_lock(str(namespace), str(name))
-    else:
-        metrics.observe_run(body)
-
-
-# --- stall timer --------------------------------------------------------------------------------------------
-
-
-def _stall_change(run: dict[str, Any], timeout: float) -> StatusChange:
-    now = utcnow()
-    update = stall_update(run.get("status") or {}, timeout, now)
-    return compose(run, [update], now) if update else StatusChange()
-
-
-@kopf.timer(*TR, interval=SETTINGS.timer_interval_seconds, sharp=False)
-async def stall_check(body: kopf.Body, name: str | None, namespace: str | None, **_: Any) -> None:
-    """Stalled when a Running run reports no progress for spec.stallTimeout; cleared when progress resumes."""
-    with metrics.timed("stall_check"):
-        timeout = parse_duration(stall_timeout(body, SETTINGS.stall_timeout))
-        if stall_update(body.get("status") or {}, timeout, utcnow()) is None:
-            return
-        try:
-            await asyncio.to_thread(
-                write_status, str(namespace), str(name), lambda run: _stall_change(run, timeout)
-            )
-        except Exception as exc:
-            raise to_kopf_error(exc, "updating Stalled") from None
-
-
-# --- delete -------------------------------------------------------------------------------------------------
-
-
-@kopf.on.delete(*TR)
-def delete_children(
-    body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    """Owner references delete everything where a garbage collector runs; this does it where none runs."""
-    with metrics.timed("delete_children"):
-        ns, run = str(namespace), name
-        _, run_pods = indexes(kwargs)
-        urls = [path("batch/v1", "jobs", ns, job_name(run))]
-        urls += [path("v1", "pods", ns, p["metadata"]["name"]) for p in snapshot(run_pods, (ns, run))]
-        if needs_own_account(body):
-            account = account_name(run)
-            urls += [
-                path("rbac.authorization.k8s.io/v1", "rolebindings", ns, account),
-                path("rbac.authorization.k8s.io/v1", "roles", ns, account),
-                path("v1", "serviceaccounts", ns, account),
-            ]
-        try:
-            deleted = [url.rsplit("/", 2)[-2] for url in urls if KUBE.delete(url, propagation="Background")]
-        except Exception as exc:
-            raise to_kopf_error(exc, f"deleting the children of {ns}/{run}") from None
-        metrics.forget_run(ns, run)
-        logger.info("deleted %s of %s/%s", ", ".join(deleted) or "nothing", ns, run)
+    """Gauges follow every version of the run (including the trainer's progress patches); a deleted run's
+    series and children go."""
+    key = (str(namespace), str(name))
+    if type != "DELETED":
+        run = ch.run_of(key, index(kwargs, "runs"))
+        metrics.observe_run(body, run.symbol if run else "")
+        return
+    rt = runtime(memo)
+    metrics.forget_run(*key)
+    rt.writer.forget(*key)
+    run, (_, pods) = parse_run(body), _children(key, kwargs)
+    try:
+        with metrics.timed("delete_children"):
+            deleted = await rt.offload(ch.delete_children, rt, run, pods)
+    except Exception as exc:
+        log.warning("children of %s/%s not deleted: %s", *key, exc, extra=run_fields(*key))
+        return
+    if deleted:
+        log.info("deleted %s of %s/%s", ", ".join(deleted), *key, extra=run_fields(*key))

@@ -1,18 +1,23 @@
-"""A small synchronous Kubernetes client for the handlers: raw paths in, plain dicts out.
+"""The operator's Kubernetes API access: the ``kubernetes`` package's typed clients, made once at start-up.
 
-Why not the typed ``kubernetes`` APIs: the builders produce plain dicts and the condition logic reads plain
-dicts; converting to and from model classes would only lose fields the client does not know
-(``podReplacementPolicy`` on older clients). This uses ``kubernetes.client.ApiClient`` for configuration, auth
-and TLS, works in-cluster and with a kubeconfig (a real cluster or the test emulator), and maps API errors to
-kopf's Temporary/Permanent errors."""
+Why a class and not module globals: ``Kube.connect()`` runs in the kopf startup handler, the instance lives in
+kopf's ``memo`` (see ``runtime``) and is handed to whatever needs the API, so tests and a second operator in
+one process can each have their own. The typed APIs (``BatchV1Api``, ``CoreV1Api``, ``RbacAuthorizationV1Api``,
+``CustomObjectsApi``) build the paths; answers are read as the API server's JSON (``_preload_content=False``)
+because the pure condition logic and kopf's indexes see exactly that shape -- a round trip through the model
+classes would rewrite every timestamp (``Z`` -> ``+00:00``) and make the status flap between the two.
+
+API failures become kopf's errors in one place: a rejected object (400/422) is permanent, everything else
+(5xx, 429, 403 quota, connection errors) is retried after a delay."""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
+import socket
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 import kopf
 from kubernetes import client, config
@@ -22,43 +27,17 @@ from kubernetes.config.config_exception import ConfigException
 from trainer.spec import API_GROUP, API_VERSION, PLURAL
 
 TIMEOUT = (5.0, 30.0)  # connect, read
-_PLURALS = {
-    "Job": "jobs",
-    "ServiceAccount": "serviceaccounts",
-    "Role": "roles",
-    "RoleBinding": "rolebindings",
-    "Pod": "pods",
-}
 # 400/422: the object itself is wrong; retrying the same request cannot help.
 PERMANENT_STATUSES = frozenset({400, 422})
+MERGE_PATCH = "application/merge-patch+json"
+EVENT_COMPONENT = "trainingrun-operator"
+MAX_EVENT_MESSAGE = 1024
 
-
-def path(
-    api_version: str, plural: str, namespace: str, name: str | None = None, sub: str | None = None
-) -> str:
-    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    out = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
-    if name:
-        out += f"/{quote(name)}"
-    if sub:
-        out += f"/{sub}"
-    return out
-
-
-def run_path(namespace: str, name: str, sub: str | None = None) -> str:
-    return path(f"{API_GROUP}/{API_VERSION}", PLURAL, namespace, name, sub)
-
-
-def object_path(obj: dict[str, Any], with_name: bool = True) -> str:
-    meta = obj["metadata"]
-    return path(
-        obj["apiVersion"], _PLURALS[obj["kind"]], meta["namespace"], meta["name"] if with_name else None
-    )
+Json = dict[str, Any]
 
 
 def to_kopf_error(exc: Exception, what: str) -> kopf.PermanentError | kopf.TemporaryError:
-    """API failures as kopf errors: a rejected object is permanent, everything else (5xx, 429, 403 quota,
-    connection errors) is retried after a delay."""
+    """API failures as kopf errors: a rejected object is permanent, everything else is retried."""
     if isinstance(exc, ApiException):
         detail = _message(exc)
         if exc.status in PERMANENT_STATUSES:
@@ -74,82 +53,188 @@ def _message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+def _json(response: Any) -> Json:
+    """The body of an urllib3 response (``_preload_content=False``) as JSON; the connection goes back to the
+    pool."""
+    try:
+        data = response.data
+    finally:
+        release = getattr(response, "release_conn", None)
+        if release is not None:
+            release()
+    return dict(json.loads(data)) if data else {}
+
+
+def _or_none(call: Callable[[], Any]) -> Json | None:
+    """The answer as JSON, or None for 404 (gone, or not created yet)."""
+    try:
+        return _json(call())
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 class Kube:
-    """Thread-safe (urllib3 pools); handlers run in kopf's thread pool."""
+    """The typed API clients of one operator process (thread-safe: urllib3 pools; handlers offload to threads)."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        self._client = api_client
-        self._lock = threading.Lock()
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._opts: dict[str, Any] = {"_preload_content": False, "_request_timeout": TIMEOUT}
+        # kind -> (create(namespace, body), read(name, namespace), delete(name, namespace, body))
+        self._kinds: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
+            "Job": (
+                self.batch.create_namespaced_job,
+                self.batch.read_namespaced_job,
+                self.batch.delete_namespaced_job,
+            ),
+            "Pod": (
+                self.core.create_namespaced_pod,
+                self.core.read_namespaced_pod,
+                self.core.delete_namespaced_pod,
+            ),
+            "ServiceAccount": (
+                self.core.create_namespaced_service_account,
+                self.core.read_namespaced_service_account,
+                self.core.delete_namespaced_service_account,
+            ),
+            "Role": (
+                self.rbac.create_namespaced_role,
+                self.rbac.read_namespaced_role,
+                self.rbac.delete_namespaced_role,
+            ),
+            "RoleBinding": (
+                self.rbac.create_namespaced_role_binding,
+                self.rbac.read_namespaced_role_binding,
+                self.rbac.delete_namespaced_role_binding,
+            ),
+        }
 
-    @property
-    def api(self) -> client.ApiClient:
-        with self._lock:
-            if self._client is None:
-                try:
-                    config.load_incluster_config()
-                except ConfigException:
-                    config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-                cfg = client.Configuration.get_default_copy()
-                cfg.connection_pool_maxsize = 32
-                self._client = client.ApiClient(cfg)
-            return self._client
+    @classmethod
+    def connect(cls, pool_size: int = 32) -> Kube:
+        """In-cluster credentials, else ``$KUBECONFIG`` (a real cluster or the test emulator); no global state."""
+        cfg = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except ConfigException:
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg
+            )
+        cfg.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(cfg))
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        query: list[tuple[str, str]] | None = None,
-    ) -> dict[str, Any]:
-        response = self.api.call_api(
-            url,
-            method,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=TIMEOUT,
+    def close(self) -> None:
+        self.api_client.close()
+
+    # --- TrainingRuns ---------------------------------------------------------------------------------------
+
+    def read_run(self, namespace: str, name: str) -> Json | None:
+        return _or_none(
+            lambda: self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, name, **self._opts
+            )
         )
-        data = response.data if hasattr(response, "data") else response[0].data
-        return dict(json.loads(data)) if data else {}
 
-    def get(self, url: str) -> dict[str, Any] | None:
-        try:
-            return self.request("GET", url)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Json | None:
+        """Merge-patch ``status``; None when the run is gone."""
+        return _or_none(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+                **self._opts,
+            )
+        )
 
-    def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    # --- children -------------------------------------------------------------------------------------------
+
+    def read(self, kind: str, namespace: str, name: str) -> Json | None:
+        read = self._kinds[kind][1]
+        return _or_none(lambda: read(name, namespace, **self._opts))
+
+    def create(self, obj: Mapping[str, Any]) -> tuple[Json, bool]:
         """Create, or return the existing object of that name (409); ``(object, created)``."""
+        kind, meta = str(obj["kind"]), obj["metadata"]
+        create = self._kinds[kind][0]
         try:
-            return self.request("POST", object_path(obj, with_name=False), obj), True
+            return _json(create(meta["namespace"], dict(obj), **self._opts)), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        existing = self.get(object_path(obj))
+        existing = self.read(kind, meta["namespace"], meta["name"])
         if existing is None:  # deleted between the 409 and the GET: let kopf retry
-            raise kopf.TemporaryError(f"{obj['kind']} {obj['metadata']['name']} is being deleted", delay=2)
+            raise kopf.TemporaryError(f"{kind} {meta['name']} is being deleted", delay=2)
         return existing, False
 
-    def merge_patch(self, url: str, patch: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            return self.request("PATCH", url, patch, content_type="application/merge-patch+json")
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete in the background (dependents too); False when it was already gone."""
+        delete = self._kinds[kind][2]
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        return _or_none(lambda: delete(name, namespace, body=body, **self._opts)) is not None
 
-    def delete(self, url: str, propagation: str = "Background") -> bool:
-        """Delete; False when it was already gone."""
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
-        try:
-            self.request("DELETE", url, body)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+    def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Json | None:
+        """Merge-patch a Job; None when there is no such Job."""
+        return _or_none(
+            lambda: self.batch.patch_namespaced_job(
+                name, namespace, dict(patch), _content_type=MERGE_PATCH, **self._opts
+            )
+        )
+
+    def list_pods(self, namespace: str, selector: str) -> list[Json]:
+        answer = _json(self.core.list_namespaced_pod(namespace, label_selector=selector, **self._opts))
+        return list(answer.get("items") or [])
+
+    # --- Events ---------------------------------------------------------------------------------------------
+
+    def post_event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about ``obj`` from the ``trainingrun-operator`` component (``kubectl describe``'s
+        From column), posted through the typed client."""
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        if len(message) > MAX_EVENT_MESSAGE:
+            half = MAX_EVENT_MESSAGE // 2 - 2
+            message = f"{message[:half]}...{message[-half:]}"
+        now = datetime.now(timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": namespace},
+            "involvedObject": {
+                k: v
+                for k, v in (
+                    ("apiVersion", obj.get("apiVersion")),
+                    ("kind", obj.get("kind")),
+                    ("name", meta.get("name")),
+                    ("namespace", namespace),
+                    ("uid", meta.get("uid")),
+                    ("resourceVersion", meta.get("resourceVersion")),
+                )
+                if v
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "action": reason,
+            "source": {"component": EVENT_COMPONENT},
+            "reportingComponent": EVENT_COMPONENT,
+            "reportingInstance": instance_name(),
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "count": 1,
+        }
+        self.core.create_namespaced_event(namespace, event, **self._opts)
+
+
+def instance_name() -> str:
+    """This operator replica (the pod's name in a cluster)."""
+    return os.environ.get("POD_NAME") or socket.gethostname()

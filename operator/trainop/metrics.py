@@ -120,12 +120,11 @@ def _drop(gauge: Gauge, key: tuple[str, str], keep: set[tuple[str, ...]] | None 
             current.discard(values)
 
 
-def observe_run(body: Mapping[str, Any]) -> None:
-    """Set a run's gauges from its body (phase, reasons, progress)."""
+def observe_run(body: Mapping[str, Any], symbol: str) -> None:
+    """Set a run's gauges from its status (phase, reasons, progress); ``symbol`` from the parsed spec."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-    symbol = str((body.get("spec") or {}).get("symbol", ""))
     key = (namespace, name)
     run = (namespace, name, symbol)
     phase = str(status.get("phase") or PENDING)

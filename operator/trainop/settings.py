@@ -8,7 +8,7 @@ read), so the settings are logged at start."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,8 +46,13 @@ class Settings(BaseSettings):
         default=None,
         description="s3://bucket/prefix; a run without checkpoint.uri writes to <prefix>/<ns>/<name>.",
     )
-    timer_interval_seconds: float = Field(default=30.0, gt=0.0, description="Stall check interval per run.")
+    timer_interval_seconds: float = Field(
+        default=30.0, gt=0.0, description="Interval of the stall sweep over all runs."
+    )
     peering: str | None = Field(default=None, description="kopf peering name; empty: standalone.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto: JSON lines unless stderr is a terminal."
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from trainer.spec import TrainingRunSpec
+
 from .conditions import (
     FAILED,
     JOB_CREATED,
@@ -120,12 +122,17 @@ def compose(
 
 
 def observe(
-    run: Mapping[str, Any], job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], now: datetime
+    run: Mapping[str, Any],
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    now: datetime,
+    *,
+    spec_suspend: bool,
 ) -> StatusChange:
-    """The status change a Job and its pods imply for the run (no Job: nothing, e.g. deleted by its TTL)."""
+    """The status change a Job and its pods imply for the run (no Job: nothing, e.g. deleted by its TTL).
+    ``spec_suspend`` is the run's parsed ``spec.suspend``: a suspended Job is the user's doing, else Kueue's."""
     if job is None:
         return StatusChange()
-    spec_suspend = bool((run.get("spec") or {}).get("suspend"))
     obs = job_to_conditions(job, pods, spec_suspend=spec_suspend)
     updates = list(obs.updates)
     finished = any(u[0] in (SUCCEEDED, FAILED) and u[1] == "True" for u in updates)
@@ -142,5 +149,6 @@ def observe(
     )
 
 
-def stall_timeout(run: Mapping[str, Any], default: str) -> str:
-    return str((run.get("spec") or {}).get("stallTimeout") or default)
+def stall_timeout(spec: TrainingRunSpec, default: str) -> str:
+    """``spec.stallTimeout``, else the operator's ``TRAINOP_STALL_TIMEOUT``."""
+    return spec.stall_timeout or default
