@@ -30,7 +30,7 @@ def one_run(epochs: int, symbols: list[str], cuda_graph: bool) -> tuple[float, f
             "training": {"epochs": epochs, "device": "cuda", "earlyStoppingPatience": 10_000},
         }
     )
-    split = split_windows([load_candles(None, s) for s in symbols], 60, 7, 0.2, spec.model.quantiles)
+    split = split_windows([load_candles(None, s) for s in symbols], 60, 7, 0.2)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     trainer = Trainer(spec, split, torch.device("cuda"), cuda_graph=cuda_graph)

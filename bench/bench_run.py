@@ -35,7 +35,9 @@ def main() -> None:
     print(
         f"{name}: {s['epochs_run']} epochs (best {s['best_epoch']}), wall {wall:.1f} s, peak RSS {rss_mb:.0f} MB, "
         f"MASE {m['mase']:.4f}, coverage80 {m['coverage_80']:.3f}, pinball {m['pinball']:.3f} "
-        f"(empirical band {m['baseline_pinball']:.3f})"
+        f"(baselines: "
+        + ", ".join(f"{k} {b['pinball']:.3f}" for k, b in m["baselines"].items())
+        + f"; median {s['median']['shipped']})"
     )
 
 

@@ -37,7 +37,7 @@ def ours(epochs: int) -> tuple[float, int, int]:
             "data": {"inputWindow": L, "horizon": H},
         }
     )
-    split = split_windows([load_candles(None, "SOL")], L, H, 0.2, spec.model.quantiles)
+    split = split_windows([load_candles(None, "SOL")], L, H, 0.2)
     trainer = Trainer(spec, split, torch.device("cpu"))
     stop = StopFlag()
     rates = []

@@ -27,7 +27,7 @@ SPEC = {"symbol": "SOL", "model": {"dropout": 0.0}, "training": {"epochs": 2, "d
 
 def _train(cuda_graph: bool) -> dict[str, torch.Tensor]:
     spec = parse_spec(SPEC)
-    split = split_windows([load_candles(None, "SOL")], 60, 7, 0.2, spec.model.quantiles)
+    split = split_windows([load_candles(None, "SOL")], 60, 7, 0.2)
     trainer = Trainer(spec, split, torch.device("cuda"), cuda_graph=cuda_graph)
     stop = StopFlag()
     for _ in range(2):

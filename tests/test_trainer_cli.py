@@ -33,7 +33,16 @@ def test_run_writes_artifacts_and_reports(trained: tuple[Path, list[dict[str, ob
     [summary] = [e for e in evs if e["event"] == "summary"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metrics"]["mase"] == pytest.approx(summary["metrics"]["mase"])  # type: ignore[index]
-    assert {"mae", "mase", "coverage_80", "pinball", "baseline_pinball"} <= metrics["metrics"].keys()
+    assert {"mae", "mase", "coverage_80", "pinball", "width", "baselines"} <= metrics["metrics"].keys()
+    for name in ("empirical", "ewma", "garch"):
+        base = metrics["metrics"]["baselines"][name]
+        assert {"mae", "mase", "pinball", "coverage_80", "width", "skill"} <= base.keys()
+        assert base["mase"] == pytest.approx(1.0)  # every baseline's median is persistence
+        assert base["skill"] == pytest.approx(1 - metrics["metrics"]["pinball"] / base["pinball"])
+    assert metrics["median"]["shipped"] in ("learned", "persistence")
+    assert (out / "importance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    interp = metrics["interpretation"]
+    assert sum(interp["encoder_variables"].values()) == pytest.approx(1.0, abs=1e-3)
     config = json.loads((out / "config.json").read_text())
     assert config["spec"]["symbol"] == "SOL" and config["spec"]["model"]["hiddenSize"] == 8
 
@@ -107,3 +116,61 @@ def test_train_subcommand_and_bad_data(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert f"{bad}: duplicate date 2024-01-01 (rows 2, 3)" in proc.stderr
+
+
+def test_backtest_reports_the_three_baselines_side_by_side(
+    trained: tuple[Path, list[dict[str, object]]],
+) -> None:
+    out, _ = trained
+    r = json.loads(
+        run_trainer("backtest", "--checkpoint", str(out), "--start", "2025-01-01", "--json").stdout
+    )
+    assert set(r["baselines"]) == {"empirical", "ewma", "garch"}
+    for b in r["baselines"].values():
+        assert b["mae"] == pytest.approx(r["naive_mae"])  # persistence medians, the same windows
+        assert b["skill"] == pytest.approx(1 - r["pinball"] / b["pinball"])
+    assert r["extra"]["zero_shot"] is False and r["extra"]["median"] in ("learned", "persistence")
+    text = run_trainer("backtest", "--checkpoint", str(out), "--start", "2025-01-01").stdout
+    for word in ("model", "empirical", "ewma", "garch", "model skill", "80% coverage"):
+        assert word in text, text
+
+
+def test_zero_shot_symbol_uses_its_own_scale(trained: tuple[Path, list[dict[str, object]]]) -> None:
+    """A SOL-only model scores BTC with the "any symbol" embedding and BTC's own volatility: the band is in BTC's
+    price range and covers a sensible share, and the summary says zero-shot."""
+    out, _ = trained
+    proc = run_trainer(
+        "backtest", "--checkpoint", str(out), "--symbol", "BTC", "--start", "2025-01-01", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["extra"]["zero_shot"] is True and r["extra"]["symbol"] == "BTC"
+    assert 0.5 < r["coverage_80"] <= 1.0 and r["width"] < 0.4  # BTC's band, not SOL's wider one
+    assert r["baselines"]["garch"]["width"] / 2 < r["width"] < r["baselines"]["garch"]["width"] * 2
+    text = run_trainer(
+        "backtest", "--checkpoint", str(out), "--symbol", "BTC", "--start", "2025-01-01"
+    ).stdout
+    assert "zero-shot" in text
+    pred = json.loads(run_trainer("predict", "--checkpoint", str(out), "--symbol", "ETH", "--json").stdout)
+    assert pred["zero_shot"] is True and 1000 < pred["forecast"][0]["q0.5"] < 10000  # ETH's price, mid-2025
+
+
+def test_recalibrate_adapts_from_past_errors_only(trained: tuple[Path, list[dict[str, object]]]) -> None:
+    out, _ = trained
+    args = ("backtest", "--checkpoint", str(out), "--symbol", "ETH", "--start", "2024-07-01", "--json")
+    static = json.loads(run_trainer(*args).stdout)
+    adaptive = json.loads(run_trainer(*args, "--recalibrate").stdout)
+    assert adaptive["extra"]["recalibrated"] is True and adaptive["n"] == static["n"]
+    assert adaptive["mae"] == pytest.approx(static["mae"])  # the median is left alone
+    assert abs(adaptive["coverage_80"] - 0.8) <= abs(static["coverage_80"] - 0.8) + 0.02
+
+
+def test_explain_ranks_variables(trained: tuple[Path, list[dict[str, object]]]) -> None:
+    out, _ = trained
+    r = json.loads(run_trainer("explain", "--checkpoint", str(out), "--json").stdout)
+    enc = r["encoder_variables"]
+    assert "vol_ratio" in enc and "ret_1d" in enc and sum(enc.values()) == pytest.approx(1, abs=1e-3)
+    assert list(enc.values()) == sorted(enc.values(), reverse=True)
+    assert sum(r["attention"]["weight"]) + r["attention"]["future_share"] == pytest.approx(1, abs=1e-3)
+    text = run_trainer("explain", "--checkpoint", str(out)).stdout
+    assert "Encoder variables" in text and "Attention" in text

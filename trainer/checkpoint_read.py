@@ -269,7 +269,16 @@ def resolve_resume(
 
 
 def check_compatible(loaded: LoadedCheckpoint, spec: TrainingRunSpec) -> None:
-    saved = (loaded.state.get("config") or {}).get("spec")
+    from trainer.dataset import FEATURES_VERSION
+
+    config = loaded.state.get("config") or {}
+    if config and config.get("featuresVersion", 1) != FEATURES_VERSION:
+        raise IncompatibleCheckpointError(
+            f"cannot resume from {loaded.uri}: it was trained on features version "
+            f"{config.get('featuresVersion', 1)}, this trainer builds version {FEATURES_VERSION}; "
+            "use resume: never or a new checkpoint uri"
+        )
+    saved = config.get("spec")
     if not isinstance(saved, dict):
         return  # no saved spec (e.g. an exported file): the model's load_state_dict will check shapes
     try:

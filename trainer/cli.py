@@ -1,4 +1,4 @@
-"""``python -m trainer {run,train,backtest,predict}``: the same entry point on a laptop and in a pod.
+"""``python -m trainer {run,train,backtest,predict,explain}``: the same entry point on a laptop and in a pod.
 
 Errors a user can fix (a bad spec, a bad data file, unusable storage) print one readable message and exit with a
 documented code (``trainer.exitcodes``), never a traceback: the operator maps those codes to condition reasons.
@@ -66,21 +66,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(train)
 
     for name, text in (
-        ("backtest", "evaluate a trained model on an OHLCV file"),
+        ("backtest", "evaluate a trained model (or walk-forward retrain a spec) on an OHLCV file"),
         ("predict", "forecast the next horizon after an OHLCV file's last day"),
+        ("explain", "rank the variables and past days the model attends to"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument(
-            "--checkpoint", required=True, help="output directory, s3:// prefix or checkpoint file"
+            "--checkpoint",
+            required=name != "backtest",
+            help="output directory, s3:// prefix or checkpoint file",
         )
         p.add_argument("--data", help="CSV/Parquet path or s3:// URI; default: the bundled candles")
-        p.add_argument("--symbol", help="which of the model's symbols the data is (default: its main symbol)")
+        p.add_argument(
+            "--symbol",
+            help="the data's symbol (default: the spec's); one the model never trained on is scored zero-shot",
+        )
         p.add_argument("--s3-endpoint")
         p.add_argument("--json", action="store_true", help="print one JSON object")
-        if name == "backtest":
+        if name != "predict":
             p.add_argument("--start", help="first target date (YYYY-MM-DD)")
             p.add_argument("--end", help="last target date (default: the file's last date)")
+        if name == "backtest":
+            _add_backtest_flags(p)
     return parser
+
+
+def _add_backtest_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recalibrate", action="store_true", help="adapt the band online from past errors only (ACI)"
+    )
+    wf = p.add_argument_group("walk-forward (retrain the spec before every fold)")
+    wf.add_argument("--walk-forward", action="store_true", help="instead of --checkpoint: retrain per fold")
+    wf.add_argument("--spec", help="TrainingRun manifest to retrain (e.g. manifests/samples/sol-run.yaml)")
+    wf.add_argument("--refit-every", default="90d", help="fold length in days (default 90d)")
+    wf.add_argument("--jobs", type=int, default=1, help="folds trained in parallel processes (default 1)")
+    wf.add_argument("--epochs", type=int, help="override spec.training.epochs")
+    wf.add_argument("--seed", type=int, help="override spec.training.seed")
+    wf.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a spec field")
 
 
 def _set_path(doc: dict[str, Any], assignment: str) -> None:
@@ -122,16 +144,21 @@ def _resolve_spec(args: argparse.Namespace) -> tuple[str, TrainingRunSpec]:
             symbols = None
         doc = {"symbol": args.symbol, "symbols": symbols, "data": {"uri": args.data}}
         name = f"{args.symbol.lower()}-tft"
+    _apply_overrides(doc, args)
+    return name, parse_spec(doc, "spec (after command-line overrides)")
+
+
+def _apply_overrides(doc: dict[str, Any], args: argparse.Namespace) -> None:
+    """--epochs, --seed, --device and every --set PATH=VALUE onto a spec document (camelCase)."""
     doc.setdefault("training", {})
     if args.epochs is not None:
         doc["training"]["epochs"] = args.epochs
     if args.seed is not None:
         doc["training"]["seed"] = args.seed
-    if args.device is not None:
+    if getattr(args, "device", None) is not None:
         doc["training"]["device"] = args.device
     for assignment in args.set:
         _set_path(doc, assignment)
-    return name, parse_spec(doc, "spec (after command-line overrides)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -151,44 +178,76 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def _cmd_walk_forward(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from trainer.candles import load_candles
+    from trainer.progress import backtest_report
+    from trainer.run import load_all
+    from trainer.walkforward import parse_days, walk_forward
+
+    if not args.spec or not args.start:
+        raise SpecError("backtest --walk-forward", ["needs --spec MANIFEST and --start YYYY-MM-DD"])
+    name, spec = load_manifest(args.spec)
+    doc = spec.model_dump(by_alias=True, mode="json")
+    _apply_overrides(doc, args)
+    spec = parse_spec(doc, "spec (after command-line overrides)")
+    symbol = args.symbol or spec.symbol
+    target = load_candles(args.data or spec.data.uri, symbol, endpoint=args.s3_endpoint)
+    candles = [target if c.symbol == symbol else c for c in load_all(spec, args.s3_endpoint)]
+
+    def on_fold(row: dict[str, Any], total: int) -> None:
+        print(
+            json.dumps({"event": "fold", "of": total, **{k: v for k, v in row.items() if k != "baselines"}}),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    result = walk_forward(
+        spec,
+        candles,
+        target,
+        start=pd.Timestamp(args.start),
+        end=pd.Timestamp(args.end) if args.end else None,
+        refit_every_days=parse_days(args.refit_every),
+        jobs=args.jobs,
+        recalibrate=args.recalibrate,
+        on_fold=on_fold,
+    )
+    print(json.dumps(result) if args.json else backtest_report(result, f"Walk-forward of {name}"))
+    return exitcodes.OK
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from trainer.evaluate import backtest, load_model, predict
-    from trainer.progress import table
+    from trainer.progress import backtest_report, forecast_table
 
-    lm = load_model(args.checkpoint, endpoint=args.s3_endpoint)
+    if args.command == "backtest" and args.walk_forward:
+        return _cmd_walk_forward(args)
+    if args.command == "backtest" and not args.checkpoint:
+        raise SpecError("backtest", ["give --checkpoint DIR|FILE, or --walk-forward --spec MANIFEST"])
+    fc = load_model(args.checkpoint, endpoint=args.s3_endpoint)
     if args.command == "backtest":
         result = backtest(
-            lm, args.data, symbol=args.symbol, start=args.start, end=args.end, endpoint=args.s3_endpoint
+            fc,
+            args.data,
+            symbol=args.symbol,
+            start=args.start,
+            end=args.end,
+            endpoint=args.s3_endpoint,
+            recalibrate=args.recalibrate,
         )
-        if args.json:
-            print(json.dumps(result))
-        else:
-            extra = result["extra"]
-            rows = [
-                (k, result[k])
-                for k in ("n", "mae", "rmse", "mape", "mase", "da_h1", "da_h7", "pinball", "coverage_80")
-            ]
-            rows += [
-                ("persistence MAE", extra["persistence_mae"]),
-                ("empirical-band pinball", extra["empirical_band_pinball"]),
-            ]
-            print(
-                table(
-                    rows,
-                    title=f"Backtest of {lm.source} on {extra['symbol']}, origins "
-                    f"{extra['first_origin']} .. {extra['last_origin']}",
-                )
-            )
+        print(json.dumps(result) if args.json else backtest_report(result, f"Backtest of {fc.source}"))
+    elif args.command == "explain":
+        from trainer.interpret import explain, format_ranking
+
+        result = explain(
+            fc, args.data, symbol=args.symbol, start=args.start, end=args.end, endpoint=args.s3_endpoint
+        )
+        print(json.dumps(result) if args.json else format_ranking(result))
     else:
-        result = predict(lm, args.data, symbol=args.symbol, endpoint=args.s3_endpoint)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(f"{result['symbol']}: last close {result['last_close']:,.4f} on {result['last_date']}")
-            keys = [k for k in result["forecast"][0] if k != "date"]
-            print("  date        " + "  ".join(f"{k:>12}" for k in keys))
-            for row in result["forecast"]:
-                print(f"  {row['date']}  " + "  ".join(f"{row[k]:>12,.4f}" for k in keys))
+        result = predict(fc, args.data, symbol=args.symbol, endpoint=args.s3_endpoint)
+        print(json.dumps(result) if args.json else forecast_table(result))
     return exitcodes.OK
 
 

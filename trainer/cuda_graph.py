@@ -72,7 +72,7 @@ class GraphedStep:
         w = self.t.train
         torch.index_select(w.observed, 0, idx, out=self.obs)
         torch.index_select(w.known, 0, idx, out=self.known)
-        torch.index_select(w.symbol, 0, idx, out=self.sym)
+        torch.index_select(self.t.epoch_symbols, 0, idx, out=self.sym)
         torch.index_select(w.target, 0, idx, out=self.target)
         self.graph.replay()
         return self.loss.clone()

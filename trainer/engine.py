@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.dataset import KNOWN, OBSERVED, Windows
+from trainer.dataset import FEATURES_VERSION, KNOWN, OBSERVED, Windows
 from trainer.model import TemporalFusionTransformer
 from trainer.spec import TrainingRunSpec
 
@@ -63,19 +63,13 @@ def predict_scaled(model: TemporalFusionTransformer, w: Windows, batch_size: int
     return torch.cat(outs)
 
 
-def to_prices(scaled: torch.Tensor, w: Windows) -> np.ndarray:
-    """Scaled return quantiles (N, H, Q) -> price quantiles via last_close * exp(q * scale + offset)."""
-    log_ret = (
-        scaled.float().cpu().numpy() * w.scale.cpu().numpy()[..., None] + w.offset.cpu().numpy()[..., None]
-    )
-    return np.asarray(w.last_close[:, None, None] * np.exp(log_ret))
-
-
-def checkpoint_config(spec: TrainingRunSpec, stats: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """The config saved in every checkpoint: the resolved spec (no secrets live in it) and the data transform."""
+def checkpoint_config(spec: TrainingRunSpec, trained: list[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """The config saved in every checkpoint: the resolved spec (no secrets live in it), the feature set and the
+    symbols that had training windows (any other symbol is scored zero-shot)."""
     return {
         "spec": spec.model_dump(mode="json", by_alias=True),
-        "symbolStats": {k: v.to_dict() for k, v in stats.items()},
+        "featuresVersion": FEATURES_VERSION,
+        "trained": trained,
         "observed": OBSERVED,
         "known": KNOWN,
         **extra,

@@ -1,8 +1,10 @@
 """``backtest`` and ``predict``: use a trained model on any OHLCV file, with nothing but its checkpoint.
 
-Why they rebuild everything from the checkpoint: a model is only meaningful with the exact data transform it was
-trained with (window sizes, features, per-symbol scales), so those are saved in the checkpoint's config and used
-here; the spec in the file cannot drift from the weights.
+Why they rebuild everything from the checkpoint: a model is only meaningful with the exact data transform and
+post-hoc decisions it was trained with (window sizes, features, the shipped median, the band's recalibration),
+so those are saved in the checkpoint and used here; the spec in the file cannot drift from the weights. A symbol
+the model never trained on is scored with the learned "any symbol" embedding and its own volatility scale
+(zero-shot), and every evaluation reports the baselines computed from the evaluated series itself.
 """
 
 from __future__ import annotations
@@ -12,36 +14,99 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from trainer.candles import load_candles
-from trainer.dataset import SymbolStats, make_windows
-from trainer.engine import build_model, predict_scaled, to_prices
+from trainer.calibrate import Calibration, adaptive
+from trainer.candles import Candles, load_candles
+from trainer.dataset import FEATURES_VERSION, WARMUP_DAYS, Windows, make_windows
+from trainer.engine import build_model, predict_scaled
 from trainer.metrics import forecast_metrics
 from trainer.model import TemporalFusionTransformer
 from trainer.spec import TrainingRunSpec, parse_spec
 
 
+class EvaluationError(ValueError):
+    """An evaluation that cannot run as asked (no windows in range, a checkpoint from an older trainer)."""
+
+
 @dataclass
-class LoadedModel:
+class Forecaster:
+    """A trained model with everything needed to turn windows into shipped price quantiles."""
+
     model: TemporalFusionTransformer
     spec: TrainingRunSpec
-    stats: dict[str, SymbolStats]
-    source: str
+    trained: list[str]  # symbols that had training windows (others are zero-shot)
+    calibration: Calibration | None
+    source: str = ""
+
+    @property
+    def quantiles(self) -> list[float]:
+        return self.spec.model.quantiles
+
+    def symbol_index(self, symbol: str) -> tuple[int, bool]:
+        """(embedding row, zero_shot): a trained symbol's own row, otherwise the learned "any symbol" row."""
+        if symbol in self.trained:
+            return self.spec.all_symbols.index(symbol), False
+        return len(self.spec.all_symbols), True
+
+    def raw_scaled(self, w: Windows) -> np.ndarray:
+        """(N, H, Q) the network's scaled quantiles, before the post-hoc decisions."""
+        return predict_scaled(self.model, w).float().cpu().numpy()
+
+    def scaled(self, w: Windows, *, recalibrate: bool = False) -> np.ndarray:
+        out = self.raw_scaled(w)
+        if self.calibration is not None:
+            out = self.calibration.apply(out, w, self.quantiles.index(0.5))
+        if recalibrate:
+            out = adaptive(out, w.target.numpy(), self.quantiles)
+        return out
+
+    def prices(self, w: Windows, *, recalibrate: bool = False) -> np.ndarray:
+        return to_prices(self.scaled(w, recalibrate=recalibrate), w)
 
 
-def model_from_state(state: dict[str, Any], source: str) -> LoadedModel:
+def to_prices(scaled: np.ndarray, w: Windows) -> np.ndarray:
+    """Scaled return quantiles (N, H, Q) -> price quantiles via last_close * exp(q * scale + offset)."""
+    log_ret = scaled * w.scale.numpy()[..., None] + w.offset.numpy()[..., None]
+    return np.asarray(w.last_close[:, None, None] * np.exp(log_ret))
+
+
+def evaluate_windows(
+    prices: np.ndarray, w: Windows, frame: pd.DataFrame, fit_end: pd.Timestamp, quantiles: list[float]
+) -> dict[str, Any]:
+    """Model metrics and the three baselines on exactly these windows; baselines fit on ``frame`` before
+    ``fit_end`` (the first evaluated target date) and use nothing after each origin."""
+    from trainer.baselines import baseline_bands
+
+    close = frame["close"].to_numpy()
+    origins = frame.index.get_indexer(w.origin)
+    bands = baseline_bands(
+        close, origins, w.target.shape[1], quantiles, int(frame.index.searchsorted(fit_end))
+    )
+    return forecast_metrics(prices, w.future_close, w.last_close, quantiles, bands)
+
+
+def forecaster_from_state(state: dict[str, Any], source: str) -> Forecaster:
     config = state["config"]
+    if config.get("featuresVersion") != FEATURES_VERSION:
+        raise EvaluationError(
+            f"{source}: written by an older trainer (features version {config.get('featuresVersion', 1)}, "
+            f"this one reads {FEATURES_VERSION}); retrain it with this version"
+        )
     spec = parse_spec(config["spec"], f"{source}:config")
     model = build_model(spec)
-    weights = state.get("best_model") or state["model"]
-    model.load_state_dict(weights)
+    model.load_state_dict(state.get("best_model") or state["model"])
     model.eval()
-    stats = {k: SymbolStats.from_dict(v) for k, v in config["symbolStats"].items()}
-    return LoadedModel(model=model, spec=spec, stats=stats, source=source)
+    cal = state.get("calibration")
+    return Forecaster(
+        model=model,
+        spec=spec,
+        trained=list(config.get("trained", spec.all_symbols)),
+        calibration=Calibration.from_dict(cal) if cal else None,
+        source=source,
+    )
 
 
-def load_model(checkpoint: str, endpoint: str | None = None) -> LoadedModel:
+def load_model(checkpoint: str, endpoint: str | None = None) -> Forecaster:
     """``checkpoint``: an output directory / s3:// prefix (its best.pt) or a checkpoint file."""
     from trainer.checkpoint import CheckpointStore
 
@@ -52,88 +117,86 @@ def load_model(checkpoint: str, endpoint: str | None = None) -> LoadedModel:
     else:
         store = CheckpointStore(checkpoint, endpoint=endpoint)
         loaded = store.load_checkpoint(store.uri("best.pt"))
-    return model_from_state(loaded.state, loaded.uri)
+    return forecaster_from_state(loaded.state, loaded.uri)
 
 
-def _symbol(lm: LoadedModel, symbol: str | None) -> tuple[str, int]:
-    symbols = lm.spec.all_symbols
-    sym = symbol or lm.spec.symbol
-    if sym not in symbols or sym not in lm.stats:
-        trained = [s for s in symbols if s in lm.stats]
-        raise ValueError(f"--symbol {sym}: this model was trained on {', '.join(trained)}; pick one of them")
-    return sym, symbols.index(sym)
+def _describe(fc: Forecaster, candles: Candles, w: Windows, zero_shot: bool, **more: Any) -> dict[str, Any]:
+    cal = fc.calibration
+    return {
+        "symbol": candles.symbol,
+        "zero_shot": zero_shot,
+        "first_origin": str(w.origin[0].date()),
+        "last_origin": str(w.origin[-1].date()),
+        "median": cal.median if cal else "learned",
+        "filled_days": candles.filled_days,
+        **more,
+    }
 
 
 def backtest(
-    lm: LoadedModel,
+    fc: Forecaster,
     data: str | None,
     *,
     symbol: str | None = None,
     start: str | None = None,
     end: str | None = None,
     endpoint: str | None = None,
+    recalibrate: bool = False,
 ) -> dict[str, Any]:
     """Rolling origins, stride 1: every origin whose whole horizon lies in [start, end]; inputs may reach back."""
-    sym, idx = _symbol(lm, symbol)
-    d = lm.spec.data
+    sym = symbol or fc.spec.symbol
+    idx, zero_shot = fc.symbol_index(sym)
+    d = fc.spec.data
     candles = load_candles(data, sym, endpoint=endpoint)
     frame = candles.frame
     end_ts = pd.Timestamp(end) if end else frame.index[-1]
-    start_ts = pd.Timestamp(start) if start else frame.index[0]
+    start_ts = pd.Timestamp(start) if start else frame.index[WARMUP_DAYS + d.input_window]
+    frame = frame[frame.index <= end_ts]
     # An origin t's horizon is t+1..t+H, so the first allowed origin is the day before `start`.
     w = make_windows(
-        frame[frame.index <= end_ts],
+        frame,
         idx,
-        lm.stats[sym],
         d.input_window,
         d.horizon,
         first_origin=start_ts - pd.Timedelta(days=1),
         last_target=end_ts,
     )
     if len(w) == 0:
-        raise ValueError(
+        raise EvaluationError(
             f"{candles.source}: no forecast origin has its whole {d.horizon}-day horizon inside "
-            f"[{start_ts.date()}, {end_ts.date()}] with {d.input_window} input days (plus 30 warm-up days) before it"
+            f"[{start_ts.date()}, {end_ts.date()}] with {d.input_window} input days (plus {WARMUP_DAYS} warm-up "
+            "days) before it; move --start later or give a longer file"
         )
-    prices = to_prices(predict_scaled(lm.model, w), w)
-    m = forecast_metrics(
-        prices, w.future_close, w.last_close, lm.spec.model.quantiles, np.asarray(lm.stats[sym].band)
-    )
-    keys = ("n", "mae", "rmse", "mape", "mase", "da_h1", "da_h7", "pinball", "coverage_80")
-    out = {k: m[k] for k in keys}
-    out["extra"] = {
-        "symbol": sym,
-        "first_origin": str(w.origin[0].date()),
-        "last_origin": str(w.origin[-1].date()),
-        "persistence_mae": m["naive_mae"],
-        "empirical_band_pinball": m.get("baseline_pinball"),
-        "filled_days": candles.filled_days,
-    }
+    out = evaluate_windows(fc.prices(w, recalibrate=recalibrate), w, frame, start_ts, fc.quantiles)
+    out["extra"] = _describe(fc, candles, w, zero_shot, recalibrated=recalibrate)
     return out
 
 
 def predict(
-    lm: LoadedModel, data: str | None, *, symbol: str | None = None, endpoint: str | None = None
+    fc: Forecaster, data: str | None, *, symbol: str | None = None, endpoint: str | None = None
 ) -> dict[str, Any]:
     """The next horizon after the file's last day: dates with q0.1/q0.5/q0.9 prices."""
-    sym, idx = _symbol(lm, symbol)
-    d = lm.spec.data
+    sym = symbol or fc.spec.symbol
+    idx, zero_shot = fc.symbol_index(sym)
+    d = fc.spec.data
     candles = load_candles(data, sym, endpoint=endpoint)
-    w = make_windows(candles.frame, idx, lm.stats[sym], d.input_window, d.horizon, future=True)
+    w = make_windows(candles.frame, idx, d.input_window, d.horizon, future=True)
     if len(w) == 0:
-        raise ValueError(f"{candles.source}: need at least {d.input_window + 30} days of candles to predict")
-    with torch.no_grad():
-        prices = to_prices(predict_scaled(lm.model, w), w)[0]  # (H, Q)
-    q = lm.spec.model.quantiles
+        raise EvaluationError(
+            f"{candles.source}: need at least {d.input_window + WARMUP_DAYS} days of candles to predict"
+        )
+    prices = fc.prices(w)[0]  # (H, Q)
     last = w.origin[0]
     rows = []
     for h in range(d.horizon):
         row: dict[str, Any] = {"date": str((last + pd.Timedelta(days=h + 1)).date())}
-        for j, qq in enumerate(q):
+        for j, qq in enumerate(fc.quantiles):
             row[f"q{qq:g}"] = float(prices[h, j])
         rows.append(row)
     return {
         "symbol": sym,
+        "zero_shot": zero_shot,
+        "median": fc.calibration.median if fc.calibration else "learned",
         "last_date": str(last.date()),
         "last_close": float(w.last_close[0]),
         "forecast": rows,

@@ -2,10 +2,12 @@
 
 * MAE/RMSE/MAPE over every horizon step of every window, in price units.
 * MASE = model MAE / MAE of persistence (the last close repeated) on the same windows. Below 1 beats persistence.
-* Pinball (mean over the quantiles) of the model and of the *empirical band* baseline: last close times the
-  training period's h-step return quantiles.
-* coverage_80: share of actuals inside [q0.1, q0.9]; da_hK: share of windows where the sign of
-  close[t+K] - close[t] is forecast right.
+* pinball: mean over the quantiles and horizon steps, in price units; coverage_80: share of actuals inside
+  [q0.1, q0.9]; width: the mean 10-90% band width relative to the last close; da_hK: share of windows where the
+  sign of close[t+K] - close[t] is forecast right.
+* ``baselines``: the same metrics for persistence with the series' own empirical, EWMA and GARCH(1,1)-t bands
+  (``trainer.baselines``) on exactly the same windows, each with the model's ``skill`` = 1 - pinball_model /
+  pinball_baseline (positive: the model's band is better).
 """
 
 from __future__ import annotations
@@ -23,35 +25,46 @@ def pinball(pred: np.ndarray, actual: np.ndarray, quantiles: list[float]) -> flo
     return float(np.mean(np.maximum(q * err, (q - 1) * err)))
 
 
+def _band_index(quantiles: list[float]) -> tuple[int, int]:
+    lo = quantiles.index(0.1) if 0.1 in quantiles else 0
+    hi = quantiles.index(0.9) if 0.9 in quantiles else len(quantiles) - 1
+    return lo, hi
+
+
+def band_metrics(
+    pred: np.ndarray, actual: np.ndarray, last_close: np.ndarray, quantiles: list[float]
+) -> dict[str, float]:
+    """pred (N, H, Q) prices, actual (N, H), last_close (N,) -> mae, mase, pinball, coverage_80, width."""
+    if actual.shape[0] == 0:
+        raise ValueError("no complete forecast windows to evaluate")
+    median = pred[..., quantiles.index(0.5)]
+    mae = float(np.mean(np.abs(median - actual)))
+    naive_mae = float(np.mean(np.abs(last_close[:, None] - actual)))
+    lo, hi = _band_index(quantiles)
+    return {
+        "mae": mae,
+        "mase": mae / naive_mae if naive_mae > 0 else math.nan,
+        "pinball": pinball(pred, actual, quantiles),
+        "coverage_80": float(np.mean((actual >= pred[..., lo]) & (actual <= pred[..., hi]))),
+        "width": float(np.mean((pred[..., hi] - pred[..., lo]) / last_close[:, None])),
+    }
+
+
 def forecast_metrics(
     pred: np.ndarray,
     actual: np.ndarray,
     last_close: np.ndarray,
     quantiles: list[float],
-    band: np.ndarray | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """pred (N, H, Q) prices, actual (N, H) prices, last_close (N,), band (H, Q) log-return quantiles."""
+    """The model's metrics (plus n, rmse, mape, naive_mae, da_hK) and, given baseline bands, ``baselines``."""
     n, horizon = actual.shape
-    if n == 0:
-        raise ValueError("no complete forecast windows to evaluate")
-    mid = quantiles.index(0.5)
-    median = pred[..., mid]  # (N, H)
+    out: dict[str, Any] = {"n": int(n), **band_metrics(pred, actual, last_close, quantiles)}
+    median = pred[..., quantiles.index(0.5)]
     err = median - actual
-    persistence_err = last_close[:, None] - actual
-    mae = float(np.mean(np.abs(err)))
-    naive_mae = float(np.mean(np.abs(persistence_err)))
-    lo = quantiles.index(0.1) if 0.1 in quantiles else 0
-    hi = quantiles.index(0.9) if 0.9 in quantiles else len(quantiles) - 1
-    out: dict[str, Any] = {
-        "n": int(n),
-        "mae": mae,
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mape": float(np.mean(np.abs(err) / actual)),
-        "mase": mae / naive_mae if naive_mae > 0 else math.nan,
-        "naive_mae": naive_mae,
-        "pinball": pinball(pred, actual, quantiles),
-        "coverage_80": float(np.mean((actual >= pred[..., lo]) & (actual <= pred[..., hi]))),
-    }
+    out["rmse"] = float(np.sqrt(np.mean(err**2)))
+    out["mape"] = float(np.mean(np.abs(err) / actual))
+    out["naive_mae"] = float(np.mean(np.abs(last_close[:, None] - actual)))
     for k in (1, 7):
         if k <= horizon:
             true_up = actual[:, k - 1] > last_close
@@ -59,10 +72,10 @@ def forecast_metrics(
             out[f"da_h{k}"] = float(np.mean(true_up == pred_up))
         else:
             out[f"da_h{k}"] = None
-    if band is not None:
-        band_pred = last_close[:, None, None] * np.exp(band[None, :, :])  # (N, H, Q)
-        out["baseline_pinball"] = pinball(band_pred, actual, quantiles)
-        out["baseline_coverage_80"] = float(
-            np.mean((actual >= band_pred[..., lo]) & (actual <= band_pred[..., hi]))
-        )
+    if baselines is not None:
+        out["baselines"] = {}
+        for name, band in baselines.items():
+            b = band_metrics(band, actual, last_close, quantiles)
+            b["skill"] = 1.0 - out["pinball"] / b["pinball"] if b["pinball"] > 0 else math.nan
+            out["baselines"][name] = b
     return out

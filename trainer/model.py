@@ -94,11 +94,15 @@ class VariableSelectionNetwork(nn.Module):
 
 
 class StaticCovariateEncoder(nn.Module):
-    """Symbol embedding -> four context vectors: variable selection, enrichment, LSTM h0 and c0."""
+    """Symbol embedding -> four context vectors: variable selection, enrichment, LSTM h0 and c0.
+
+    Row ``n_symbols`` of the embedding is the learned "any symbol" embedding: training replaces a share of the
+    windows' symbols by it (symbol dropout), and a symbol the model never saw is scored with it (zero-shot)."""
 
     def __init__(self, n_symbols: int, d: int, dropout: float = 0.0):
         super().__init__()
-        self.embedding = nn.Embedding(n_symbols, d)
+        self.any_symbol = n_symbols
+        self.embedding = nn.Embedding(n_symbols + 1, d)
         # The paper's four context GRNs, computed as one GRN with a 4*D output (one set of kernels, not four).
         self.grns = GatedResidualNetwork(d, d, 4 * d, dropout)
 
@@ -189,12 +193,29 @@ class TemporalFusionTransformer(nn.Module):
 
     def forward(self, observed: torch.Tensor, known: torch.Tensor, symbol: torch.Tensor) -> torch.Tensor:
         """observed (B, L, F_obs), known (B, L+H, F_known), symbol (B,) -> quantiles (B, H, Q) (scaled returns)."""
+        out, _ = self._forward(observed, known, symbol, need_weights=False)
+        return out
+
+    def interpret(
+        self, observed: torch.Tensor, known: torch.Tensor, symbol: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The quantiles (B, H, Q) plus what the model looked at: ``encoder_variables`` (B, L, V_enc), observed
+        then known, as concatenated; ``decoder_variables`` (B, H, V_dec); ``attention`` (B, H, T), heads averaged,
+        each row summing to 1 and 0 on masked keys. Call it in eval mode: in training the attention is dropped."""
+        out, weights = self._forward(observed, known, symbol, need_weights=True)
+        assert weights is not None
+        return out, weights
+
+    def _forward(
+        self, observed: torch.Tensor, known: torch.Tensor, symbol: torch.Tensor, need_weights: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        # need_weights is fixed per call site, never data-dependent: forward's path stays capturable.
         B, L, _ = observed.shape
         H = self.horizon
         c_sel, c_enr, c_h, c_c = self.static(symbol)  # 4 x (B, D)
         past = torch.cat([observed, known[:, :L]], dim=-1)  # (B, L, F_obs + F_known)
-        enc_in, _ = self.encoder_vsn(past, c_sel)  # (B, L, D)
-        dec_in, _ = self.decoder_vsn(known[:, L:], c_sel)  # (B, H, D)
+        enc_in, enc_weights = self.encoder_vsn(past, c_sel)  # (B, L, D), (B, L, V_enc)
+        dec_in, dec_weights = self.decoder_vsn(known[:, L:], c_sel)  # (B, H, D), (B, H, V_dec)
         h0 = c_h.unsqueeze(0).expand(self.lstm_layers, B, -1).contiguous()  # (layers, B, D)
         c0 = c_c.unsqueeze(0).expand(self.lstm_layers, B, -1).contiguous()
         enc_out, state = self.encoder_lstm(enc_in, (h0, c0))  # (B, L, D)
@@ -205,12 +226,20 @@ class TemporalFusionTransformer(nn.Module):
         enriched = self.static_enrichment(temporal, c_enr.unsqueeze(1))  # (B, T, D)
         query = enriched[:, L:]  # (B, H, D)
         mask = self.attention_mask(L, H, enriched)  # (H, T), float
-        attn, _ = self.attention(query, enriched, enriched, attn_mask=mask, need_weights=False)  # (B, H, D)
+        attn, attn_weights = self.attention(  # (B, H, D), (B, H, T) averaged over heads or None
+            query, enriched, enriched, attn_mask=mask, need_weights=need_weights, average_attn_weights=True
+        )
         x = self.attention_gate(attn, query)  # (B, H, D)
         x = self.positionwise(x)  # (B, H, D)
         x = self.output_gate(x, temporal[:, L:])  # (B, H, D)
         out: torch.Tensor = self.head(x)  # (B, H, Q)
-        return out
+        if not need_weights:
+            return out, None
+        return out, {
+            "encoder_variables": enc_weights,
+            "decoder_variables": dec_weights,
+            "attention": attn_weights,
+        }
 
 
 class QuantileLoss(nn.Module):

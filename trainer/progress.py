@@ -83,6 +83,8 @@ class Progress:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.4f}" if abs(v) < 1000 else f"{v:,.1f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items()) or "none"
     return str(v)
 
 
@@ -91,6 +93,54 @@ def table(rows: list[tuple[str, Any]], title: str = "") -> str:
     lines = [title] if title else []
     lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in rows]
     return "\n".join(lines)
+
+
+_COMPARED = (
+    ("MAE (price)", "mae", "{:,.4f}"),
+    ("MASE", "mase", "{:.4f}"),
+    ("pinball (price)", "pinball", "{:,.4f}"),
+    ("80% coverage", "coverage_80", "{:.3f}"),
+    ("10-90% width", "width", "{:.2%}"),
+)
+
+
+def comparison_table(m: dict[str, Any]) -> str:
+    """The model and the three baselines side by side on the same windows, plus the model's skill."""
+    base = m.get("baselines") or {}
+    cols = ["model", *base]
+    lines = ["  " + " " * 16 + "".join(f"{c:>13}" for c in cols)]
+    for label, key, fmt in _COMPARED:
+        cells = [fmt.format(m[key]), *(fmt.format(b[key]) for b in base.values())]
+        lines.append(f"  {label:<16}" + "".join(f"{c:>13}" for c in cells))
+    skills = ["", *(f"{b['skill']:+.1%}" for b in base.values())]
+    lines.append(f"  {'model skill':<16}" + "".join(f"{c:>13}" for c in skills))
+    return "\n".join(lines)
+
+
+def verdict(m: dict[str, Any], median: dict[str, Any] | None) -> list[str]:
+    """Plain lines on what the model does and does not beat (losses said as plainly as wins)."""
+    lines = []
+    if median and median.get("shipped") == "persistence":
+        lines.append(
+            f"median: persistence (the learned median's validation MASE {median['learned_mase']:.4f} did not "
+            f"beat persistence significantly, DM p={median['p_value']:.2f})"
+        )
+    elif median:
+        lines.append(
+            f"median: learned (validation MASE {median['learned_mase']:.4f}, better than persistence at "
+            f"DM p={median['p_value']:.3f})"
+        )
+    for name, b in (m.get("baselines") or {}).items():
+        word = "below" if b["skill"] > 0 else "ABOVE"
+        lines.append(f"band: pinball {abs(b['skill']):.1%} {word} the {name} band's")
+    return lines
+
+
+def _top_inputs(interp: dict[str, Any] | None, n: int = 3) -> str:
+    if not interp:
+        return "n/a"
+    top = list(interp["encoder_variables"].items())[:n]
+    return ", ".join(f"{k} {v:.0%}" for k, v in top) + " (python -m trainer explain)"
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -106,16 +156,11 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"{summary['best_epoch']} of {summary['epochs_run']}"
             + (" (early stop)" if summary["early_stopped"] else ""),
         ),
-        ("val MAE (price)", m["mae"]),
-        ("persistence MAE", m["naive_mae"]),
-        ("MASE vs persistence", m["mase"]),
-        ("pinball (price)", m["pinball"]),
-        ("empirical-band pinball", m.get("baseline_pinball", float("nan"))),
-        ("80% coverage", m["coverage_80"]),
         (
             "direction h1 / h7",
             f"{m['da_h1']:.3f} / {m['da_h7']:.3f}" if m.get("da_h7") is not None else f"{m['da_h1']:.3f}",
         ),
+        ("top inputs", _top_inputs(summary.get("interpretation"))),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("parameters", f"{summary['parameters']:,}"),
         ("missing days filled", summary["filled_days"]),
@@ -124,4 +169,48 @@ def summary_table(summary: dict[str, Any]) -> str:
     gap = (1 - m["mase"]) * 100
     word = "below" if gap > 0 else "above"
     title = f"Result: validation MAE {abs(gap):.2f}% {word} persistence's (MASE {m['mase']:.4f})"
-    return table(rows, title=title) + "\n"
+    parts = [table(rows, title=title), "", comparison_table(m), ""]
+    parts += [f"  {line}" for line in verdict(m, summary.get("median"))]
+    return "\n".join(parts) + "\n"
+
+
+def backtest_report(result: dict[str, Any], title: str) -> str:
+    """A backtest or walk-forward result as readable text: period, the side-by-side table, the verdict, folds."""
+    extra = result["extra"]
+    head = f"{title} on {extra['symbol']}" + (
+        " (zero-shot: a symbol the model never trained on)" if extra["zero_shot"] else ""
+    )
+    if "first_origin" in extra:
+        head += f", origins {extra['first_origin']} .. {extra['last_origin']} ({result['n']} windows)"
+    else:
+        head += f", {extra['start']} .. {extra['end']} ({result['n']} windows, {len(result['folds'])} folds)"
+    lines = [head, comparison_table(result), ""]
+    if "median" in extra:
+        lines.append(f"  median: {extra['median']}")
+    if "median_learned_folds" in extra:
+        lines.append(
+            f"  median: learned in {extra['median_learned_folds']} of {len(result['folds'])} folds, persistence in the rest"
+        )
+    lines += [f"  {line}" for line in verdict(result, None)]
+    if result.get("folds"):
+        lines += ["", "  fold  first target .. last      n    MASE  pinball  cover80  GARCH pinball  median"]
+        for f in result["folds"]:
+            g = f["baselines"]["garch"]["pinball"]
+            lines.append(
+                f"  {f['index']:>4}  {f['start']} .. {f['end']}  {f['n']:>4}  {f['mase']:.4f}  {f['pinball']:>7.3f}"
+                f"  {f['coverage_80']:>7.3f}  {g:>13.3f}  {f['median']}"
+            )
+    return "\n".join(lines)
+
+
+def forecast_table(result: dict[str, Any]) -> str:
+    """``predict``'s result: the next horizon's dates with its quantile prices."""
+    zs = " (zero-shot)" if result.get("zero_shot") else ""
+    lines = [
+        f"{result['symbol']}{zs}: last close {result['last_close']:,.4f} on {result['last_date']}; median {result['median']}"
+    ]
+    keys = [k for k in result["forecast"][0] if k != "date"]
+    lines.append("  date        " + "  ".join(f"{k:>12}" for k in keys))
+    for row in result["forecast"]:
+        lines.append(f"  {row['date']}  " + "  ".join(f"{row[k]:>12,.4f}" for k in keys))
+    return "\n".join(lines)

@@ -13,16 +13,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from trainer import exitcodes
+from trainer.calibrate import fit_calibration
 from trainer.candles import Candles, load_candles
-from trainer.dataset import WARMUP_DAYS, split_windows
+from trainer.dataset import KNOWN, OBSERVED, WARMUP_DAYS, Split, split_windows
 from trainer.engine import checkpoint_config, resolve_device
+from trainer.evaluate import Forecaster, evaluate_windows
 from trainer.model import count_parameters
 from trainer.progress import Progress, summary_table
 from trainer.spec import TrainingRunSpec
-from trainer.train import StopFlag, Trainer, TrainingAborted, final_metrics
+from trainer.train import StopFlag, Trainer, TrainingAborted, best_model
 
 
 @dataclass
@@ -47,6 +51,7 @@ def load_all(spec: TrainingRunSpec, endpoint: str | None) -> list[Candles]:
 def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json)."""
     from trainer.checkpoint import CheckpointStore, resolve_resume
+    from trainer.interpret import importance_png, interpretation
     from trainer.plot import forecast_png
     from trainer.report import StatusReporter
 
@@ -60,16 +65,10 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     )
     store.check()  # fail fast on credentials, bucket or URI, before any training
     candles = load_all(spec, endpoint)
-    split = split_windows(
-        candles,
-        spec.data.input_window,
-        spec.data.horizon,
-        spec.data.validation_fraction,
-        spec.model.quantiles,
-    )
+    split = split_windows(candles, spec.data.input_window, spec.data.horizon, spec.data.validation_fraction)
     device = resolve_device(spec.training.device)
     trainer = Trainer(spec, split, device)
-    config = checkpoint_config(spec, split.stats, {"cut": str(split.cut.date())})
+    config = checkpoint_config(spec, split.trained, {"cut": str(split.cut.date())})
     reporter = StatusReporter.from_env() if opts.report else StatusReporter(None)
     progress = Progress(spec.training.epochs, 0, interactive=opts.interactive)
 
@@ -137,7 +136,9 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
         restore_signals()
         progress.close()
 
-    metrics, prices = final_metrics(trainer)
+    forecaster, metrics, prices = evaluate_best(trainer, split, candles[0].frame)
+    # The post-hoc decisions belong to the shipped model: store them in a final best checkpoint.
+    store.save(trainer.loop.epoch, trainer.state_dict(config), is_best=True)
     summary: dict[str, Any] = {
         "name": opts.name,
         "symbol": spec.symbol,
@@ -147,6 +148,12 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
         "best_epoch": trainer.loop.best_epoch,
         "best_val_loss": trainer.loop.best_val_loss,
         "metrics": metrics,
+        "interpretation": interpretation(
+            forecaster.model, split.val.observed, split.val.known, split.val.symbol, OBSERVED, KNOWN
+        ),
+        "median": {"shipped": forecaster.calibration.median, **forecaster.calibration.median_test}
+        if forecaster.calibration
+        else None,
         "validation": {"start": str(split.cut.date()), "end": str(split.period[1].date())},
         "wall_seconds": time.perf_counter() - t0,
         "parameters": count_parameters(trainer.model),
@@ -162,6 +169,7 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     store.write_json("metrics.json", summary)
     store.write_json("config.json", config)
     store.write_bytes("forecast.png", forecast_png(split.val, prices, spec))
+    store.write_bytes("importance.png", importance_png(summary["interpretation"]))
     store.flush(timeout=spec.checkpoint.upload_deadline_seconds)
     reporter.final(
         {
@@ -169,7 +177,7 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
             "valMase": metrics["mase"],
             "coverage80": metrics["coverage_80"],
             "pinball": metrics["pinball"],
-            "baselinePinball": metrics.get("baseline_pinball", 0.0),
+            "baselinePinball": metrics["baselines"]["garch"]["pinball"],
             "bestEpoch": trainer.loop.best_epoch,
             "wallSeconds": float(summary["wall_seconds"]),
             "parameters": count_parameters(trainer.model),
@@ -180,8 +188,31 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     return summary
 
 
+def calibrated_forecaster(trainer: Trainer, split: Split) -> Forecaster:
+    """The best weights with the median decided and the band recalibrated on the validation period; the
+    decisions also go into the trainer's state so that the final checkpoint carries them."""
+    fc = Forecaster(model=best_model(trainer), spec=trainer.spec, trained=split.trained, calibration=None)
+    val, calib = split.val, split.calib
+    cal = fit_calibration(fc.raw_scaled(val), val, fc.raw_scaled(calib), calib, fc.quantiles)
+    fc.calibration = cal
+    trainer.calibration = cal.to_dict()
+    return fc
+
+
+def evaluate_best(
+    trainer: Trainer, split: Split, frame: pd.DataFrame
+) -> tuple[Forecaster, dict[str, Any], np.ndarray]:
+    """The calibrated best model evaluated on the validation period against the baselines:
+    (forecaster, metrics, (N, H, Q) validation prices)."""
+    fc = calibrated_forecaster(trainer, split)
+    prices = fc.prices(split.val)
+    metrics = evaluate_windows(prices, split.val, frame, split.cut, fc.quantiles)
+    metrics["val_loss"] = trainer.loop.best_val_loss
+    return fc, metrics, prices
+
+
 def print_summary(summary: dict[str, Any], interactive: bool) -> str:
     if interactive:
         return summary_table(summary)
-    slim = {k: v for k, v in summary.items() if k != "history"}
+    slim = {k: v for k, v in summary.items() if k not in ("history", "interpretation")}
     return json.dumps({"event": "summary", **slim}, default=str)

@@ -106,6 +106,13 @@ class TrainingSpec(_Model):
         le=100.0,
         description="Ridge penalty on the median forecast (scaled units): pulls it towards the martingale prior.",
     )
+    symbol_dropout: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Share of training windows whose symbol is replaced by the learned 'any symbol' embedding, "
+        "which scores symbols the model never trained on.",
+    )
     ema_decay: float = Field(
         default=0.0,
         ge=0.0,

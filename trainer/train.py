@@ -28,8 +28,7 @@ import torch
 from trainer import exitcodes
 from trainer.cuda_graph import GraphedStep
 from trainer.dataset import Split
-from trainer.engine import build_model, predict_scaled, seed_everything, to_prices
-from trainer.metrics import forecast_metrics
+from trainer.engine import build_model, predict_scaled, seed_everything
 from trainer.model import QuantileLoss, TemporalFusionTransformer
 from trainer.rng import rng_state, set_rng_state
 from trainer.spec import TrainingRunSpec
@@ -116,7 +115,11 @@ class Trainer:
         self.criterion = QuantileLoss(spec.model.quantiles).to(device)
         self.train = split.train.to(device)
         self.val = split.val.to(device)
-        self.val_band = np.asarray(split.stats[spec.symbol].band)
+        self.val_persistence_mae = float(
+            np.mean(np.abs(split.val.last_close[:, None] - split.val.future_close))
+        )
+        self.any_symbol = len(spec.all_symbols)
+        self.epoch_symbols = self.train.symbol  # (N,) this epoch's symbols after symbol dropout
         self.batch_size = min(t.batch_size, len(self.train))
         self.batches_per_epoch = (
             len(self.train) // self.batch_size
@@ -141,6 +144,7 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None  # the validated weights of the best epoch
         self.median_shrinkage = t.median_shrinkage
         self.median_index = spec.model.quantiles.index(0.5)
+        self.calibration: dict[str, Any] | None = None  # set after training (trainer.calibrate)
         self._graph: GraphedStep | None = None
 
     # --- state -------------------------------------------------------------------------------------------------
@@ -153,6 +157,7 @@ class Trainer:
             "best_model": self.best_weights,
             "loop": self.loop.to_dict(),
             "rng": rng_state(),
+            "calibration": self.calibration,
             "config": config,
         }
 
@@ -164,6 +169,7 @@ class Trainer:
                 torch._foreach_copy_(self.ema, [t.to(self.device) for t in state["ema"]])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loop = LoopState(**state["loop"])
+        self.calibration = state.get("calibration")
         set_rng_state(state["rng"])
 
     # --- one epoch ---------------------------------------------------------------------------------------------
@@ -177,7 +183,7 @@ class Trainer:
 
     def _eager_step(self, idx: torch.Tensor) -> torch.Tensor:
         w = self.train
-        pred = self.model(w.observed[idx], w.known[idx], w.symbol[idx])  # (B, H, Q)
+        pred = self.model(w.observed[idx], w.known[idx], self.epoch_symbols[idx])  # (B, H, Q)
         loss = self.objective(pred, w.target[idx])
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
@@ -232,8 +238,14 @@ class Trainer:
             return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def permutation(self, epoch: int) -> torch.Tensor:
+        """The epoch's shuffle; also draws the epoch's symbol dropout from the same (seed, epoch) generator, so
+        a resumed epoch sees the same symbols as the interrupted one."""
         g = torch.Generator().manual_seed(self.spec.training.seed * 100_003 + epoch)
-        return torch.randperm(len(self.train), generator=g).to(self.device)
+        perm = torch.randperm(len(self.train), generator=g)
+        drop = torch.rand(len(self.train), generator=g) < self.spec.training.symbol_dropout
+        any_symbol = torch.full_like(self.train.symbol, self.any_symbol)
+        self.epoch_symbols = torch.where(drop.to(self.device), any_symbol, self.train.symbol)
+        return perm.to(self.device)
 
     def train_epoch(self, stop: StopFlag) -> bool:
         """Run the rest of the current epoch; False if stopped by a signal part-way."""
@@ -256,19 +268,19 @@ class Trainer:
         self.loop.train_loss_sum = float(loss_sum)
         return True
 
-    def evaluate(self) -> tuple[float, dict[str, Any]]:
+    def evaluate(self) -> tuple[float, float]:
+        """(validation pinball in scaled units, validation MASE of the raw learned median)."""
         with self.averaged():
             scaled = predict_scaled(self.model, self.val)  # (N, H, Q)
         val_loss = float(self.criterion(scaled, self.val.target))
-        prices = to_prices(scaled, self.val)
-        metrics = forecast_metrics(
-            prices, self.val.future_close, self.val.last_close, self.spec.model.quantiles, self.val_band
-        )
-        return val_loss, metrics
+        log_ret = scaled[..., self.median_index] * self.val.scale + self.val.offset  # (N, H)
+        median = self.val.last_close[:, None] * np.exp(log_ret.cpu().numpy())
+        mae = float(np.mean(np.abs(median - self.val.future_close)))
+        return val_loss, mae / self.val_persistence_mae
 
     def finish_epoch(self, seconds: float) -> tuple[EpochStats, bool]:
         """Validate, update early stopping; returns the epoch's stats and whether it is the best so far."""
-        val_loss, metrics = self.evaluate()
+        val_loss, val_mase = self.evaluate()
         train_loss = self.loop.train_loss_sum / max(1, self.batches_per_epoch)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise TrainingAborted(
@@ -290,7 +302,7 @@ class Trainer:
                 "epoch": self.loop.epoch,
                 "train_loss": train_loss,
                 "val_loss": val_loss,
-                "val_mase": metrics["mase"],
+                "val_mase": val_mase,
             }
         )
         stats = EpochStats(
@@ -298,7 +310,7 @@ class Trainer:
             total_epochs=self.spec.training.epochs,
             train_loss=train_loss,
             val_loss=val_loss,
-            val_mase=float(metrics["mase"]),
+            val_mase=val_mase,
             samples_per_second=self.batches_per_epoch * self.batch_size / max(seconds, 1e-9),
             best_val_loss=self.loop.best_val_loss,
             best_epoch=self.loop.best_epoch,
@@ -314,23 +326,10 @@ class Trainer:
         )
 
 
-def final_metrics(trainer: Trainer) -> tuple[dict[str, Any], np.ndarray]:
-    """Evaluate the best weights on the validation period: (metrics, price quantiles). The model keeps its last
-    weights (they are what ``last.pt`` and a resume need)."""
-    best = trainer.best_weights if trainer.best_weights is not None else trainer.eval_weights()
-    last = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    trainer.model.load_state_dict(best)
-    try:
-        scaled = predict_scaled(trainer.model, trainer.val)
-    finally:
-        trainer.model.load_state_dict(last)
-    prices = to_prices(scaled, trainer.val)
-    m = forecast_metrics(
-        prices,
-        trainer.val.future_close,
-        trainer.val.last_close,
-        trainer.spec.model.quantiles,
-        trainer.val_band,
+def best_model(trainer: Trainer) -> TemporalFusionTransformer:
+    """A fresh model in eval mode holding the best epoch's validated weights (the trainer's keeps its last)."""
+    model = build_model(trainer.spec).to(trainer.device)
+    model.load_state_dict(
+        trainer.best_weights if trainer.best_weights is not None else trainer.eval_weights()
     )
-    m["val_loss"] = float(trainer.criterion(scaled, trainer.val.target))
-    return m, prices
+    return model.eval()

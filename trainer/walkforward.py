@@ -1,0 +1,222 @@
+"""Walk-forward backtests: retrain on everything before each fold, forecast the fold, pool the forecasts.
+
+Why: one validation period says little about a forecaster; what quants trust is the forecast a model would have
+made at each date with only the data available then (darts' ``historical_forecasts(retrain=True)``,
+statsforecast's ``cross_validation``). Folds start every ``refit_every`` days from ``start``; fold k trains the
+spec exactly as ``run`` would (validation carved from its own past, early stopping, the median decision and the
+band's recalibration) on candles strictly before its start -- every series is cut there, so nothing from the
+fold reaches its training -- and forecasts from every origin whose first target day lies in the fold. Baselines
+are refitted per fold on the same past. Pooled metrics are computed on the concatenated forecasts (exact, not
+an average of fold averages). ``jobs > 1`` trains folds in parallel processes (spawned, each with an equal share
+of the process's torch threads); the folds are independent, so the result does not depend on the order they finish in.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trainer.candles import Candles
+from trainer.dataset import Windows, make_windows, split_windows
+from trainer.evaluate import EvaluationError, Forecaster
+from trainer.metrics import forecast_metrics
+from trainer.spec import SpecError, TrainingRunSpec
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    start: pd.Timestamp  # first target day of the fold's first origin; training data ends the day before
+    end: pd.Timestamp  # first target day of the fold's last origin
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    prices: np.ndarray  # (N, H, Q)
+    bands: dict[str, np.ndarray]  # baseline name -> (N, H, Q)
+    actual: np.ndarray  # (N, H)
+    last_close: np.ndarray  # (N,)
+    median: str
+    epochs: int
+
+
+def parse_days(text: str) -> int:
+    """'90d' or '90' -> 90 (days); SpecError naming the flag otherwise."""
+    raw = text.strip().lower().removesuffix("d")
+    if not raw.isdigit() or int(raw) < 1:
+        raise SpecError("--refit-every", [f"'{text}': expected a number of days such as 90d"])
+    return int(raw)
+
+
+def make_folds(start: pd.Timestamp, end: pd.Timestamp, every_days: int) -> list[Fold]:
+    """Consecutive folds of ``every_days`` first-target days covering [start, end]."""
+    folds: list[Fold] = []
+    s = start
+    while s <= end:
+        e = min(s + pd.Timedelta(days=every_days - 1), end)
+        folds.append(Fold(len(folds), s, e))
+        s = e + pd.Timedelta(days=1)
+    return folds
+
+
+def evaluated_spec(spec: TrainingRunSpec, symbol: str) -> TrainingRunSpec:
+    """The spec that forecasts ``symbol``: a trained series moves to the front (its validation carves the cut);
+    any other symbol is zero-shot and the spec trains unchanged."""
+    if symbol not in spec.all_symbols:
+        return spec
+    symbols = [symbol, *(s for s in spec.all_symbols if s != symbol)]
+    return spec.model_copy(update={"symbol": symbol, "symbols": symbols})
+
+
+def train_before(
+    spec: TrainingRunSpec, candles: list[Candles], before: pd.Timestamp
+) -> tuple[Forecaster, int]:
+    """Train ``spec`` on every series cut strictly before ``before``: (calibrated forecaster, epochs run)."""
+    from trainer.engine import resolve_device
+    from trainer.run import calibrated_forecaster
+    from trainer.train import StopFlag, Trainer
+
+    past = [Candles(c.symbol, c.frame[c.frame.index < before], c.source, c.filled_days) for c in candles]
+    d = spec.data
+    split = split_windows(past, d.input_window, d.horizon, d.validation_fraction)
+    trainer = Trainer(spec, split, resolve_device(spec.training.device))
+    stop = StopFlag()  # never set: a walk-forward is stopped as a whole
+    while not trainer.done:
+        trainer.train_epoch(stop)
+        trainer.finish_epoch(0.0)
+    return calibrated_forecaster(trainer, split), trainer.loop.epoch
+
+
+def fold_windows(fc: Forecaster, frame: pd.DataFrame, fold: Fold, symbol: str) -> Windows:
+    idx, _ = fc.symbol_index(symbol)
+    d = fc.spec.data
+    return make_windows(
+        frame,
+        idx,
+        d.input_window,
+        d.horizon,
+        first_origin=fold.start - pd.Timedelta(days=1),
+        last_origin=fold.end - pd.Timedelta(days=1),
+        last_target=frame.index[-1],
+    )
+
+
+def run_fold(
+    spec: TrainingRunSpec,
+    candles: list[Candles],
+    target: Candles,
+    fold: Fold,
+    recalibrate: bool,
+    threads: int,
+) -> FoldResult:
+    """Train on the past of ``fold`` and forecast it (in a worker process when jobs > 1)."""
+    from trainer.baselines import baseline_bands
+
+    torch.set_num_threads(threads)
+    fc, epochs = train_before(spec, candles, fold.start)
+    frame = target.frame
+    w = fold_windows(fc, frame, fold, target.symbol)
+    if len(w) == 0:
+        raise EvaluationError(
+            f"fold {fold.index} ({fold.start.date()}..{fold.end.date()}): no complete window"
+        )
+    origins = frame.index.get_indexer(w.origin)
+    fit_end = int(frame.index.searchsorted(fold.start))
+    bands = baseline_bands(frame["close"].to_numpy(), origins, w.target.shape[1], fc.quantiles, fit_end)
+    median = fc.calibration.median if fc.calibration else "learned"
+    return FoldResult(
+        fold, fc.prices(w, recalibrate=recalibrate), bands, w.future_close, w.last_close, median, epochs
+    )
+
+
+def fold_row(r: FoldResult, quantiles: list[float]) -> dict[str, Any]:
+    m = forecast_metrics(r.prices, r.actual, r.last_close, quantiles, r.bands)
+    keep = ("n", "mae", "mase", "pinball", "coverage_80", "width", "baselines")
+    return {
+        "index": r.fold.index,
+        "start": str(r.fold.start.date()),
+        "end": str(r.fold.end.date()),
+        "train_end": str((r.fold.start - pd.Timedelta(days=1)).date()),
+        "median": r.median,
+        "epochs": r.epochs,
+        **{k: m[k] for k in keep},
+    }
+
+
+def pooled(results: list[FoldResult], quantiles: list[float]) -> dict[str, Any]:
+    """Metrics over all folds' forecasts at once (exact pooling)."""
+    names = list(results[0].bands)
+    return forecast_metrics(
+        np.concatenate([r.prices for r in results]),
+        np.concatenate([r.actual for r in results]),
+        np.concatenate([r.last_close for r in results]),
+        quantiles,
+        {n: np.concatenate([r.bands[n] for r in results]) for n in names},
+    )
+
+
+def walk_forward(
+    spec: TrainingRunSpec,
+    candles: list[Candles],
+    target: Candles,
+    *,
+    start: pd.Timestamp,
+    end: pd.Timestamp | None = None,
+    refit_every_days: int = 90,
+    jobs: int = 1,
+    recalibrate: bool = False,
+    on_fold: Any = None,
+) -> dict[str, Any]:
+    """Every origin whose whole horizon lies in [start, end] (as ``backtest``), in folds of ``refit_every_days``.
+    ``candles``: the spec's training series (``target``'s symbol among them unless zero-shot)."""
+    spec = evaluated_spec(spec, target.symbol)
+    horizon = spec.data.horizon
+    if end is not None:
+        target = Candles(
+            target.symbol, target.frame[target.frame.index <= end], target.source, target.filled_days
+        )
+    last = target.frame.index[-1] - pd.Timedelta(
+        days=horizon - 1
+    )  # the last first-target day with a full horizon
+    if start > last:
+        raise EvaluationError(
+            f"{target.source}: --start {start.date()} is after the last day with a full {horizon}-day horizon "
+            f"({last.date()})"
+        )
+    folds = make_folds(start, last, refit_every_days)
+    jobs = max(1, min(jobs, len(folds)))
+    threads = max(1, torch.get_num_threads() // jobs)
+    results: list[FoldResult] = []
+    if jobs == 1:
+        for f in folds:
+            results.append(run_fold(spec, candles, target, f, recalibrate, threads))
+            if on_fold is not None:
+                on_fold(fold_row(results[-1], spec.model.quantiles), len(folds))
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_fold, spec, candles, target, f, recalibrate, threads) for f in folds]
+            for fut in futures:
+                results.append(fut.result())
+                if on_fold is not None:
+                    on_fold(fold_row(results[-1], spec.model.quantiles), len(folds))
+    q = spec.model.quantiles
+    out = pooled(results, q)
+    out["folds"] = [fold_row(r, q) for r in results]
+    out["extra"] = {
+        "symbol": target.symbol,
+        "zero_shot": target.symbol not in spec.all_symbols,
+        "start": str(start.date()),
+        "end": str(target.frame.index[-1].date()),
+        "refit_every_days": refit_every_days,
+        "recalibrated": recalibrate,
+        "median_learned_folds": sum(r.median == "learned" for r in results),
+        "filled_days": target.filled_days,
+    }
+    return out
