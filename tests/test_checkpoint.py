@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -125,6 +126,138 @@ def test_newest_pending_wins_and_older_best_is_kept(tmp_path: Path) -> None:
     assert "checkpoints/epoch-000003.pt" not in slow.puts  # superseded before upload
     assert json.loads(slow.get("latest.json"))["epoch"] == 4
     assert json.loads(slow.get("best.json"))["epoch"] == 2  # the older pending best still reached best.pt
+
+
+class Gated:
+    """A real storage whose puts wait for ``gate`` (or fail while ``down`` is set), to hold uploads in flight."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner, self.gate, self.down = inner, threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes) -> None:
+        from trainer.storage import StorageUnavailableError
+
+        if self.down.is_set():
+            raise StorageUnavailableError(f"uploading {key}: cannot reach the endpoint")
+        self.gate.wait(10)
+        self.inner.put(key, data)
+
+
+def test_stored_names_a_checkpoint_only_once_it_is_stored(tmp_path: Path) -> None:
+    from trainer.storage import LocalStorage
+
+    gated = Gated(LocalStorage(tmp_path))
+    store = CheckpointStore(str(tmp_path), storage=gated)  # type: ignore[arg-type]
+    assert store.stored is None
+    uri = store.save(1, state(1), is_best=True)
+    time.sleep(0.2)
+    assert store.stored is None, "queued (in flight), not stored: nothing may point at it yet"
+    gated.gate.set()
+    store.flush(30)
+    stored = store.stored
+    assert (
+        stored is not None
+        and (stored.epoch, stored.latest) == (1, uri)
+        and stored.best == store.uri("best.pt")
+    )
+    gated.down.set()
+    store.save(2, state(2))
+    time.sleep(0.3)
+    assert store.stored == stored, "an upload that failed leaves the status at the last stored checkpoint"
+    store.close(1, quiet=True)
+
+
+def test_one_line_when_uploads_recover(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from trainer.storage import LocalStorage
+
+    gated = Gated(LocalStorage(tmp_path))
+    gated.gate.set()
+    gated.down.set()
+    store = CheckpointStore(str(tmp_path), storage=gated, retry_initial_s=0.05, retry_max_s=0.1)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
+        store.save(1, state(1))
+        time.sleep(0.5)
+        gated.down.clear()
+        store.flush(30)
+        store.save(2, state(2))
+        store.flush(30)
+    failed = [r for r in caplog.records if "checkpoint upload failed" in r.getMessage()]
+    recovered = [r for r in caplog.records if "recovered" in r.getMessage()]
+    assert len(failed) >= 2 and all(r.levelno == logging.WARNING for r in failed)
+    assert len(recovered) == 1, [r.getMessage() for r in caplog.records]
+    assert re.search(
+        r"recovered after \d+ failed attempts \(\d+\.\ds\); stored: epoch 1", recovered[0].getMessage()
+    )
+    assert store.stored is not None and store.stored.epoch == 2
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_uploader_lines_are_printed_like_progress_without_credentials(
+    tmp_path: Path, interactive: bool
+) -> None:
+    """During a run (``trainer.run._printed_by``) the uploader's warnings are JSON lines when not in a terminal
+    (plain ``warning: ...`` lines above the bar in one), and a URL's userinfo is never printed."""
+    from trainer.progress import Progress
+    from trainer.run import _printed_by
+    from trainer.storage import LocalStorage
+
+    stream = io.StringIO()
+    progress = Progress(3, 0, interactive=interactive, stream=stream)
+    gated = Gated(LocalStorage(tmp_path))
+    gated.gate.set()
+    gated.down.set()
+    store = CheckpointStore(str(tmp_path), storage=gated, retry_initial_s=0.05, retry_max_s=0.05)  # type: ignore[arg-type]
+    with _printed_by(progress):
+        store.save(1, state(1))
+        time.sleep(0.3)
+        logging.getLogger("trainer.checkpoint").warning("endpoint http://AKID:s3cr3t@10.0.0.1:8333 is slow")
+        gated.down.clear()
+        store.flush(30)
+    store.close(5)
+    lines = [ln for ln in stream.getvalue().splitlines() if "checkpoint upload" in ln or "endpoint" in ln]
+    assert lines and "s3cr3t" not in stream.getvalue() and "http://***@10.0.0.1:8333" in stream.getvalue()
+    if interactive:
+        assert all(ln.startswith(("warning: ", "info: ")) for ln in lines), lines
+    else:
+        parsed = [json.loads(ln) for ln in lines]
+        assert {p["event"] for p in parsed} <= {"warning", "info"} and parsed[0][
+            "logger"
+        ] == "trainer.checkpoint"
+        assert any("recovered after" in p["message"] for p in parsed)
+
+
+def test_an_exception_leaving_the_with_block_stays_the_error(tmp_path: Path) -> None:
+    """``with store:`` while a NaN loss (or a signal) ends the run and storage is down: a short, quiet close,
+    and the original exception is what propagates."""
+    from trainer.storage import LocalStorage
+
+    gated = Gated(LocalStorage(tmp_path))
+    gated.down.set()
+    t0 = time.monotonic()
+    with pytest.raises(ZeroDivisionError), CheckpointStore(str(tmp_path), storage=gated) as store:  # type: ignore[arg-type]
+        store.save(1, state(1))
+        raise ZeroDivisionError
+    assert time.monotonic() - t0 < 10
+
+
+def test_trainer_python_rng_is_not_the_global_one() -> None:
+    """botocore's retry jitter draws from the global ``random`` on the uploader thread during an outage; the
+    Python state a checkpoint saves is the trainer's own generator, so it does not depend on the network."""
+    import random
+
+    from trainer import rng
+
+    rng.PYTHON.seed(7)
+    before = rng.rng_state()["python"]
+    for _ in range(100):
+        random.random()  # what botocore does, retry after retry
+    assert rng.rng_state()["python"] == before
+    drawn = rng.PYTHON.random()
+    rng.set_rng_state({**rng.rng_state(), "python": before})
+    assert rng.PYTHON.random() == drawn, "restoring continues the trainer's generator exactly"
 
 
 def test_latest_json_is_written_only_after_its_object(s3_root: str) -> None:
@@ -371,11 +504,13 @@ def _server_up(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def test_resume_checks_architecture(tmp_path: Path) -> None:
     from trainer.checkpoint import IncompatibleCheckpointError
+    from trainer.dataset import FEATURES_VERSION
     from trainer.spec import TrainingRunSpec
 
     spec = TrainingRunSpec(symbol="SOL")
     store = CheckpointStore(str(tmp_path))
-    store.save(1, {**state(1), "config": {"spec": spec.model_dump(mode="json", by_alias=True)}})
+    config = {"spec": spec.model_dump(mode="json", by_alias=True), "featuresVersion": FEATURES_VERSION}
+    store.save(1, {**state(1), "config": config})
     store.flush(30)
     loaded = resolve_resume(store, "auto", spec, "cpu")
     assert loaded is not None and loaded.best_model is None

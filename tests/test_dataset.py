@@ -51,6 +51,16 @@ def ewma_sigma_by_hand(close: np.ndarray) -> float:
     return math.sqrt(s2)
 
 
+def sigma_by_hand(close: np.ndarray) -> float:
+    """The blended daily volatility at the last day of ``close``: sigma^2 = 0.7 * the EWMA(0.94) variance + 0.3 *
+    the one-year variance (the mean squared return over the last 365 returns, or all of them when fewer), floored
+    at 1e-4."""
+    r = np.diff(np.log(close))
+    assert len(r) >= 30, "the one-year variance needs 30 returns"
+    year2 = sum(float(x) ** 2 for x in r[-365:]) / len(r[-365:])
+    return max(math.sqrt(0.7 * ewma_sigma_by_hand(close) ** 2 + 0.3 * year2), 1e-4)
+
+
 def part(w: Windows, symbol: int) -> Windows:
     """The windows of one symbol index."""
     keep = (w.symbol == symbol).numpy()
@@ -170,12 +180,14 @@ def test_inputs_do_not_depend_on_the_future() -> None:
 
 
 @pytest.mark.parametrize("origin_row", [WARMUP_DAYS + L - 1, 200, 400, 700], ids=lambda r: f"row{r}")
-def test_scale_is_the_ewma_sigma_known_at_the_origin(origin_row: int) -> None:
+def test_scale_is_the_blended_sigma_known_at_the_origin(origin_row: int) -> None:
     f = candles("SOL").frame.iloc[:800]
     w = make_windows(f, 0, L, H)
     i = int(np.where(w.origin == f.index[origin_row])[0][0])
     close = f["close"].to_numpy()
-    sigma = ewma_sigma_by_hand(close[: origin_row + 1])  # from the closes up to the origin only
+    sigma = sigma_by_hand(close[: origin_row + 1])  # from the closes up to the origin only
+    # the blend differs from the pure EWMA by far more than the tolerance below: the comparison tells them apart
+    assert sigma != pytest.approx(ewma_sigma_by_hand(close[: origin_row + 1]), rel=1e-4)
     steps = np.arange(1, H + 1)
     np.testing.assert_allclose(w.scale[i].numpy(), sigma * np.sqrt(steps), rtol=1e-6)
     np.testing.assert_allclose(w.offset[i].numpy(), -0.5 * sigma**2 * steps, rtol=1e-5)  # martingale prior
@@ -243,10 +255,12 @@ def test_features_by_hand(row: int) -> None:
     close = f["close"].to_numpy()
     sigma, long_run = volatility(close)
     obs = observed_features(f, sigma, long_run)
-    prev = ewma_sigma_by_hand(close[:row])  # the volatility known the day before
-    now = ewma_sigma_by_hand(close[: row + 1])
+    prev = sigma_by_hand(close[:row])  # the volatility known the day before
+    now = sigma_by_hand(close[: row + 1])
     r = np.diff(np.log(close[: row + 1]))
     year = math.sqrt(float(np.mean(r[-365:] ** 2)))
+    # the blend, not the EWMA: they differ by more than ten times the tolerance below
+    assert now != pytest.approx(ewma_sigma_by_hand(close[: row + 1]), rel=1e-4)
     expect = {
         "ret_1d": math.log(close[row] / close[row - 1]) / prev,  # a shock in yesterday's volatility units
         "range_hl": math.log(f["high"].iloc[row] / f["low"].iloc[row]) / prev,

@@ -1,10 +1,12 @@
-"""The CRD is the model: generated file up to date, every model field in the schema, samples valid for both."""
+"""The CRD is the model: generated file up to date, every spec and status model field in the schema, samples
+valid for both."""
 
 from __future__ import annotations
 
 import copy
 import pathlib
 import types
+from datetime import datetime, timezone
 from typing import Any, Union, get_args, get_origin
 
 import jsonschema
@@ -12,8 +14,11 @@ import pytest
 import yaml
 from pydantic import BaseModel
 from trainop import crd
+from trainop.status import compose
 
+from trainer.report import StatusReporter
 from trainer.spec import TrainingRunSpec, parse_spec
+from trainer.status import TrainingRunStatus
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = sorted(
@@ -98,38 +103,61 @@ def test_every_model_field_is_in_the_schema() -> None:
     assert model == schema, f"model only: {sorted(model - schema)}; schema only: {sorted(schema - model)}"
 
 
-def test_status_schema_has_what_the_operator_and_reporter_write() -> None:
-    status = version_schema()["properties"]["status"]["properties"]
-    for key in (
-        "observedGeneration",
-        "conditions",
-        "phase",
-        "reason",
-        "message",
-        "jobName",
-        "startTime",
-        "completionTime",
-        "restarts",
-        "progress",
-        "checkpoint",
-        "metrics",
-    ):
-        assert key in status
-    progress = status["progress"]["properties"]
-    for key in (
-        "epoch",
-        "totalEpochs",
-        "trainLoss",
-        "valLoss",
-        "valMase",
-        "bestValLoss",
-        "bestEpoch",
-        "samplesPerSecond",
-        "etaSeconds",
-        "lastProgressTime",
-        "epochDisplay",
-    ):
-        assert key in progress
+def _leaf_paths(node: Any, prefix: str = "") -> set[str]:
+    """Dotted paths of every key in a JSON document, ``[]`` marking list items."""
+    paths: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            paths |= {path, *_leaf_paths(value, path)}
+    elif isinstance(node, list):
+        for item in node:
+            paths |= _leaf_paths(item, prefix + "[]")
+    return paths
+
+
+def test_status_schema_is_the_status_model() -> None:
+    """The status schema is generated from ``TrainingRunStatus``: the same keys, and every key the trainer's
+    reporter and the operator write is one of them."""
+    status_node = version_schema()["properties"]["status"]
+    model = _model_paths(TrainingRunStatus)
+    schema = _schema_paths(status_node)
+    assert model == schema, f"model only: {sorted(model - schema)}; schema only: {sorted(schema - model)}"
+
+    sent: list[dict[str, Any]] = []
+    reporter = StatusReporter(sent.append, throttle_seconds=0)
+    reporter.progress(
+        epoch=41,
+        total_epochs=100,
+        train_loss=0.7,
+        val_loss=0.5,
+        val_mase=0.9,
+        best_val_loss=0.45,
+        best_epoch=39,
+        samples_per_second=1000.0,
+        eta_seconds=120.0,
+    )
+    reporter.checkpoint(latest="s3://b/p/checkpoints/epoch-000041.pt", best="s3://b/p/best.pt", epoch=41)
+    keys = ["valMae", "valMase", "coverage80", "pinball", "empiricalPinball", "ewmaPinball", "garchPinball"]
+    reporter.final(
+        {**dict.fromkeys(keys, 0.5), "skillVsGarch": 0.1, "median": "learned", "band": "prior"}
+        | {"bestEpoch": 39, "wallSeconds": 12.5, "parameters": 59823}
+    )
+    written = set().union(*(_leaf_paths(body["status"]) for body in sent))
+    run = {"metadata": {"generation": 2}, "status": {}}
+    change = compose(
+        run,
+        [("JobCreated", "True", "JobCreated", "created"), ("Running", "True", "PodRunning", "running")],
+        datetime(2026, 1, 1, tzinfo=timezone.utc),
+        jobName="x-train",
+        restarts=1,
+        startTime="2026-01-01T00:00:00Z",
+        completionTime="2026-01-01T01:00:00Z",
+    )
+    written |= _leaf_paths(change.status)
+    assert {"progress.samplesPerSecond", "metrics.garchPinball", "conditions[].type", "jobName"} <= written
+    assert written <= schema, f"written but not in the schema: {sorted(written - schema)}"
+    status = status_node["properties"]
     assert status["conditions"]["items"]["properties"]["type"]["enum"] == [
         "JobCreated",
         "Running",

@@ -29,6 +29,7 @@ from tests.kubeemu.client import Api, ApiResponseError
 from tests.kubeemu.fixtures import KubeApi
 from tests.kubeemu.kubelet import Kubelet, default_env
 from tests.procs import stop_process
+from tests.s3server import S3Server
 from trainer.report import StatusReporter
 
 pytestmark = pytest.mark.e2e
@@ -670,10 +671,11 @@ def test_stall_marked_and_cleared(api: Api, ns: str, operator: Operator) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(280)
 def test_end_to_end_with_the_real_trainer(
-    api: Api, ns: str, operator: Operator, kube_api: KubeApi, tmp_path: pathlib.Path
+    api: Api, ns: str, operator: Operator, kube_api: KubeApi, tmp_path: pathlib.Path, s3_server: S3Server
 ) -> None:
     """TrainingRun -> operator -> Job -> the kubelet harness runs ``python -m trainer run --manifest-env`` ->
-    the trainer's StatusReporter patches progress -> the operator marks the run Succeeded."""
+    the trainer's StatusReporter patches progress -> the operator marks the run Succeeded. Checkpoints go to
+    S3: the operator refuses a pod-local checkpoint uri (lost with the pod)."""
     env = {
         **default_env(),
         "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -683,9 +685,13 @@ def test_end_to_end_with_the_real_trainer(
     }
     secret = {
         "metadata": {"name": "s3-credentials"},
-        "stringData": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": s3_server.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        },
     }
-    api.create(f"/api/v1/namespaces/{ns}/secrets", secret)  # the operator's default secret (not used locally)
+    api.create(f"/api/v1/namespaces/{ns}/secrets", secret)  # the operator's default secret
+    bucket = s3_server.create_bucket()
     with Kubelet(api, tmp_path / "kubelet", extra_env=env, namespace=ns) as kubelet:
         create_run(
             api,
@@ -695,7 +701,7 @@ def test_end_to_end_with_the_real_trainer(
             data={"inputWindow": 16, "horizon": 3, "start": "2024-01-01"},
             model={"hiddenSize": 8, "attentionHeads": 2},
             training={"epochs": 2, "batchSize": 256, "device": "cpu", "warmupEpochs": 0},
-            checkpoint={"uri": str(tmp_path / "ckpt")},
+            checkpoint={"uri": f"s3://{bucket}/e2e", "s3Endpoint": s3_server.endpoint},
             backoffLimit=0,
         )
         try:
@@ -705,7 +711,7 @@ def test_end_to_end_with_the_real_trainer(
             raise AssertionError(f"{run_status(api, ns, 'e2e')}\n{logs}\n{kubelet.errors[:3]}") from None
     progress = status["progress"]
     assert progress["epoch"] == 2 and progress["epochDisplay"] == "2/2" and progress["lastProgressTime"]
-    assert status["checkpoint"]["latest"].startswith(str(tmp_path / "ckpt"))
+    assert status["checkpoint"]["latest"].startswith(f"s3://{bucket}/e2e/checkpoints/epoch-")
     assert status["metrics"]["valMase"] > 0
     assert condition(status, "Succeeded")["status"] == "True" and status["restarts"] == 0
     text = operator.metrics()

@@ -1,4 +1,5 @@
-"""The trainer's StatusReporter: throttling with a fake clock, merging, final flush, failures never raise."""
+"""The trainer's StatusReporter: throttling with a fake clock, merging, final flush, failures never raise; what
+it sends is the status model's (rounded where produced, the ETA gone once finished)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from trainer.report import BackgroundSender, StatusReporter
+from trainer.status import EpochStats
 
 
 class FakeClock:
@@ -70,7 +72,7 @@ def test_first_update_is_sent_then_throttled() -> None:
                 "valMase": 0.9,
                 "bestValLoss": 0.5,
                 "bestEpoch": 1,
-                "samplesPerSecond": 1234.5,
+                "samplesPerSecond": 1234,  # an integer: rounded where it is produced
                 "etaSeconds": 60.0,
                 "lastProgressTime": "2026-01-02T03:04:05Z",
             }
@@ -227,3 +229,72 @@ def test_drain_times_out_on_a_hung_api() -> None:
     assert sender.drain(0.2) is False
     assert time.perf_counter() - start < 1.0
     hang.set()
+
+
+def stats(epoch: int, total: int = 10, seconds: float = 3.6172834) -> EpochStats:
+    return EpochStats(
+        epoch=epoch,
+        total_epochs=total,
+        train_loss=0.15380635857582092,
+        val_loss=0.2000049,
+        val_mase=0.98765432,
+        samples_per_second=15234.56,
+        best_val_loss=0.19999999,
+        best_epoch=epoch,
+        seconds=seconds,
+    )
+
+
+def test_epoch_values_are_rounded_where_produced() -> None:
+    reporter, sent, _ = make()
+    reporter.epoch(stats(3), finished=False)
+    p = sent[0]["status"]["progress"]
+    assert (p["trainLoss"], p["valLoss"], p["valMase"], p["bestValLoss"]) == (0.1538, 0.2, 0.9877, 0.2)
+    assert p["samplesPerSecond"] == 15235 and isinstance(p["samplesPerSecond"], int)
+    assert p["etaSeconds"] == 25.32  # 7 epochs left of 3.617 s
+    assert p["epochDisplay"] == "3/10" and p["lastProgressTime"] == "2026-01-02T03:04:05Z"
+
+
+def test_eta_disappears_once_the_run_finishes() -> None:
+    reporter, sent, clock = make(throttle=0)
+    reporter.epoch(stats(9), finished=False)
+    clock.now += 1
+    reporter.epoch(stats(10), finished=True)  # also an early stop: ``finished`` is the trainer's ``done``
+    assert sent[0]["status"]["progress"]["etaSeconds"] == 3.617
+    last = sent[1]["status"]["progress"]
+    assert "etaSeconds" in last and last["etaSeconds"] is None, "null deletes the field in a merge patch"
+
+
+def test_final_metrics_go_through_the_model() -> None:
+    reporter, sent, _ = make()
+    reporter.final(
+        {
+            "valMae": 1.234567,
+            "valMase": 0.9512345,
+            "coverage80": 0.8,
+            "pinball": 0.123456,
+            "empiricalPinball": 0.2,
+            "ewmaPinball": 0.3,
+            "garchPinball": 0.45678,
+            "skillVsGarch": 0.0123456,
+            "median": "persistence",
+            "band": "prior",
+            "bestEpoch": 4,
+            "wallSeconds": 31.4159,
+            "parameters": 59823,
+        }
+    )
+    m = sent[0]["status"]["metrics"]
+    assert m["valMae"] == 1.235 and m["valMase"] == 0.9512 and m["skillVsGarch"] == 0.01235
+    assert m["median"] == "persistence" and m["band"] == "prior" and m["wallSeconds"] == 31.42
+    assert m["parameters"] == 59823 and m["bestEpoch"] == 4
+
+
+def test_with_block_sends_the_last_update_however_the_run_ends() -> None:
+    reporter, sent, clock = make()
+    with pytest.raises(KeyboardInterrupt), reporter:
+        progress(reporter, 1)
+        clock.now += 1
+        progress(reporter, 2)  # throttled: pending
+        raise KeyboardInterrupt  # a signal, a NaN loss...
+    assert [b["status"]["progress"]["epoch"] for b in sent] == [1, 2]

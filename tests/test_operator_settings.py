@@ -44,7 +44,14 @@ def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("METRICS_PORT", "abc"), ("STALL_TIMEOUT", "soon"), ("CHECKPOINT_PREFIX", "s3://X/y")]
+    ("key", "value"),
+    [
+        ("METRICS_PORT", "abc"),
+        ("STALL_TIMEOUT", "soon"),
+        ("CHECKPOINT_PREFIX", "s3://X/y"),
+        ("CHECKPOINT_PREFIX", "/data/checkpoints"),  # each pod's own filesystem: lost with the pod
+        ("S3_ENDPOINT", "minio.minio:9000"),  # no scheme: every Job would fail in its pod
+    ],
 )
 def test_bad_env_fails_with_the_name(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
     monkeypatch.setenv(f"TRAINOP_{key}", value)

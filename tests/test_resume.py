@@ -97,6 +97,26 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_bit_exact(reference: Path, tm
     assert_same_weights(final_weights(out / "last.pt"), final_weights(reference / "last.pt"))
 
 
+def test_sigterm_after_the_last_epoch_stores_it_and_resumes_bit_exact(
+    reference: Path, tmp_path: Path
+) -> None:
+    """A signal after the last epoch line (during evaluation, when no step is left to finish) still waits for
+    that epoch's upload within the grace period and exits 143; the restart only evaluates."""
+    out = tmp_path / "run"
+    proc = start(out)
+    wait_for_epoch(proc, int(EPOCHS))
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == exitcodes.PREEMPTED, rest
+    [pre] = [e for e in events(rest) if e["event"] == "preempted"]
+    assert pre["uri"].endswith(f"checkpoints/epoch-{int(EPOCHS):06d}.pt") and Path(pre["uri"]).is_file()
+    assert json.loads((out / "latest.json").read_text())["epoch"] == int(EPOCHS)
+    again = run_trainer("run", SAMPLE, "--output", str(out), *ARGS)
+    assert again.returncode == 0, again.stderr
+    assert not [e for e in events(again.stderr) if e["event"] == "epoch"]
+    assert_same_weights(final_weights(out / "last.pt"), final_weights(reference / "last.pt"))
+
+
 def test_resume_never_starts_fresh_and_extending_epochs_continues(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = run_trainer("run", SAMPLE, "--output", str(out), *TINY, "--epochs", "2", "--json")

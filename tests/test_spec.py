@@ -115,3 +115,71 @@ def test_train_subcommand_has_the_sample_defaults() -> None:
     assert name == "sol-tft"
     _, own_data = _resolve_spec(build_parser().parse_args(["train", "--symbol", "SOL", "--data", "x.csv"]))
     assert own_data.all_symbols == ["SOL"]
+
+
+def test_spec_error_is_a_config_error_exit_2() -> None:
+    from trainer.errors import ConfigError
+
+    err = SpecError("x", ["spec.symbol: bad"])
+    assert isinstance(err, ConfigError) and isinstance(err, ValueError) and err.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00",
+            "not a text file (byte 0x89 at offset 0 is not UTF-8); a manifest is YAML or JSON",
+        ),
+        (None, "is a directory; give the manifest file (YAML or JSON)"),
+    ],
+    ids=["binary", "directory"],
+)
+def test_unreadable_manifest_names_the_file(tmp_path: Path, content: bytes | None, problem: str) -> None:
+    path = tmp_path / "run.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(SpecError) as info:
+        load_manifest(path)
+    assert info.value.source == str(path) and info.value.problems == [problem]
+
+
+@pytest.mark.parametrize(
+    ("update", "field", "phrase"),
+    [
+        ({"image": "my image"}, "spec.image", "no spaces"),
+        ({"image": "Registry.Example/Trainer"}, "spec.image", "lower case"),
+        ({"queueName": "Gpu_Queue"}, "spec.queueName", "kueue.x-k8s.io/queue-name"),
+        ({"nodeSelector": {"-bad": "x"}}, "spec.nodeSelector", "not a label key"),
+        ({"nodeSelector": {"ok": "-bad"}}, "spec.nodeSelector", "not a label value"),
+        ({"stallTimeout": "forever"}, "spec.stallTimeout", "a duration such as 90s, 15m or 1h30m"),
+        ({"checkpoint": {"s3Endpoint": "minio:9000"}}, "spec.checkpoint.s3Endpoint", "a URL such as"),
+    ],
+)
+def test_cluster_fields_name_the_field_and_what_is_allowed(
+    update: dict[str, object], field: str, phrase: str
+) -> None:
+    [p] = problems({"symbol": "SOL", **update})
+    assert p.startswith(f"{field}:") and phrase in p, p
+    assert "Value error," not in p
+
+
+def test_checkpoint_uri_in_a_cluster_must_be_s3() -> None:
+    from trainer.spec import cluster_problems
+
+    for uri in ("/data/ckpt", "file:///etc", "runs/x"):
+        [p] = cluster_problems(parse_spec({"symbol": "SOL", "checkpoint": {"uri": uri}}))
+        assert p.startswith("spec.checkpoint.uri:") and "s3://bucket/prefix" in p and repr(uri) in p
+    assert cluster_problems(parse_spec({"symbol": "SOL", "checkpoint": {"uri": "s3://b-1/x"}})) == []
+    assert cluster_problems(parse_spec({"symbol": "SOL"})) == []  # the operator fills in its prefix
+
+
+def test_manifest_whose_spec_is_not_an_object() -> None:
+    from trainer.spec import parse_manifest
+
+    text = "apiVersion: cryptopredictor.dev/v1alpha1\nkind: TrainingRun\nmetadata: {name: x}\nspec: hello\n"
+    with pytest.raises(SpecError) as info:
+        parse_manifest(text, "x.yaml")
+    assert info.value.problems == ["spec: must be an object, not str"]

@@ -167,3 +167,73 @@ def test_unreachable_endpoint_is_clear_and_quick(s3_env: S3Server) -> None:
     with pytest.raises(StorageUnavailableError, match=f"cannot reach S3 endpoint {endpoint}"):
         st.check()
     assert time.monotonic() - t0 < 10
+
+
+def test_malformed_uri_is_a_config_error_not_a_storage_error() -> None:
+    """A typo in a URI exits 2 (the Job fails at once), not 3 (retried)."""
+    from trainer.errors import ConfigError
+    from trainer.storage import StorageError
+
+    with pytest.raises(MalformedURIError) as info:
+        parse_uri("s3:/x")
+    assert isinstance(info.value, ConfigError) and not isinstance(info.value, StorageError)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://key:secret@127.0.0.1:9000", "http://***@127.0.0.1:9000"),
+        ("https://token@s3.example.com/path", "https://***@s3.example.com/path"),
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ("s3://bucket/key@v1", "s3://bucket/key@v1"),  # an @ after the host is not userinfo
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    from trainer.storage import redact_url
+
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "phrase"),
+    [
+        ("127.0.0.1:57757", "expected a URL with a scheme such as http://127.0.0.1:9000"),
+        ("ftp://host", "expected a URL with a scheme"),
+        ("http://", "expected a URL with a scheme"),
+        ("http://key:secret@host:9000", "credentials in the URL are not used"),
+    ],
+)
+def test_endpoint_is_checked_naming_its_source(endpoint: str, phrase: str) -> None:
+    from trainer.storage import InvalidEndpointError, check_endpoint
+
+    with pytest.raises(InvalidEndpointError) as info:
+        check_endpoint(endpoint, "--s3-endpoint")
+    assert str(info.value).startswith("--s3-endpoint '") and phrase in str(info.value)
+    assert "secret" not in str(info.value)
+    assert check_endpoint("https://s3.example.com:9443/base", "x") == "https://s3.example.com:9443/base"
+
+
+def test_endpoint_with_credentials_is_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Formerly printed verbatim in the missing-bucket error; now refused up front, redacted."""
+    from trainer.storage import InvalidEndpointError
+
+    with pytest.raises(InvalidEndpointError) as info:
+        S3Storage("bucket", "p", "http://AKIAKEY:hunter2@127.0.0.1:9000")
+    text = str(info.value) + repr(info.value)  # (a traceback would show this test's own source line)
+    assert "hunter2" not in text and "AKIAKEY" not in text
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://AKIAKEY:hunter2@127.0.0.1:9000")
+    with pytest.raises(InvalidEndpointError, match=r"^\$AWS_ENDPOINT_URL 'http://\*\*\*@127\.0\.0\.1:9000'"):
+        S3Storage("bucket", "p")
+
+
+def test_local_get_of_a_directory_or_below_a_file(tmp_path: Path) -> None:
+    (tmp_path / "dir.pt").mkdir()
+    (tmp_path / "x.csv").write_text("x")
+    st = LocalStorage(tmp_path)
+    with pytest.raises(ObjectNotFoundError, match=r"dir\.pt is a directory, not a file"):
+        st.get("dir.pt")
+    with pytest.raises(
+        ObjectNotFoundError, match=r"x\.csv/best\.pt does not exist \(a part of that path is a file"
+    ):
+        st.get("x.csv/best.pt")

@@ -15,9 +15,12 @@ Write path: ``save`` serialises the state with ``torch.save`` at once (the tenso
 the bytes to one background uploader thread; training goes on. Only the newest pending checkpoint is kept
 (an older pending *best* is kept too, for ``best.pt``). The uploader writes the object, then its sidecar,
 then best.*, and only then ``latest.json`` -- a reader never sees a pointer to a missing or partial object.
-Failed uploads are retried with exponential backoff (botocore retries each call underneath); if storage
-keeps failing for longer than ``upload_deadline_s``, the next ``save``/``flush`` raises
-``UploadDeadlineError``.
+Failed uploads are retried with exponential backoff (botocore retries each call underneath), with one warning
+line per failed attempt and one line when uploads recover. ``upload_deadline_s`` is measured from the start of
+the first failed attempt and bounds it: an attempt still hanging (a frozen server answers no read) counts as
+failing from its start, so the next ``save``/``flush`` raises ``UploadDeadlineError`` that many seconds after the
+outage began, whatever botocore's timeouts and retries add up to. ``stored`` names the newest checkpoint that
+is actually stored -- what a status or log line may point at; ``save`` only returns where it will be.
 
 Read path (records, integrity checks, ``weights_only`` loading, ``resolve_resume``): ``trainer.checkpoint_read``,
 whose public names are re-exported here; ``CheckpointStore`` is a ``CheckpointReader`` with the write path.
@@ -70,6 +73,7 @@ __all__ = [
     "LoadedCheckpoint",
     "NoValidCheckpointError",
     "Record",
+    "Stored",
     "UnsafeCheckpointError",
     "UploadDeadlineError",
     "check_compatible",
@@ -83,6 +87,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _RESERVED = re.compile(r"^(latest\.json|best\.pt|best\.json|checkpoints/.*)$")
+# How long ``with store:`` waits for pending uploads when an exception leaves the block (its own errors logged).
+EXIT_FLUSH_SECONDS = 2.0
 
 
 class UploadDeadlineError(CheckpointError):
@@ -101,6 +107,15 @@ def serialize(state: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The newest checkpoint a store has uploaded, and best.pt once one is stored."""
+
+    epoch: int
+    latest: str
+    best: str | None
 
 
 @dataclass
@@ -148,10 +163,18 @@ class CheckpointStore(CheckpointReader):
         self._best: Record | None = None
         self._thread: threading.Thread | None = None
         self._in_flight: tuple[_Job | None, _Job | None, dict[str, bytes]] = (None, None, {})
+        self._attempt_started: float | None = None  # while an upload attempt is in flight
+        self._stored: Stored | None = None
 
     def check(self) -> None:
         """Fail fast before training: missing bucket, rejected credentials, unwritable directory."""
         self.storage.check(write=True)
+
+    @property
+    def stored(self) -> Stored | None:
+        """The newest checkpoint uploaded by this store (None before the first): what a status may name."""
+        with self._cond:
+            return self._stored
 
     # ---- write path ----------------------------------------------------------------------------------------
 
@@ -163,7 +186,7 @@ class CheckpointStore(CheckpointReader):
         with self._cond:
             old = self._pending_latest
             if old is not None:
-                log.info(
+                log.debug(
                     "checkpoint epoch %d superseded by epoch %d before it was uploaded", old.epoch, epoch
                 )
             self._pending_latest = job
@@ -201,30 +224,42 @@ class CheckpointStore(CheckpointReader):
                 self._cond.wait(0.1 if end is None else max(0.0, min(0.1, end - time.monotonic())))
             self._raise_if_failed_locked()
 
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Flush (raising its errors) and stop the uploader thread."""
+    def close(self, timeout: float | None = 60.0, *, quiet: bool = False) -> None:
+        """Flush (raising its errors; ``quiet``: logging them) and stop the uploader thread."""
         try:
             self.flush(timeout)
+        except CheckpointError as exc:
+            if not quiet:
+                raise
+            log.warning("closing the checkpoint store: %s", exc)
         finally:
             with self._cond:
                 self._closed = True
                 self._cond.notify_all()
             if self._thread is not None:
-                self._thread.join(timeout=5)
+                self._thread.join(
+                    timeout=0.5 if quiet else 5
+                )  # on the way out: no long wait for a hung upload
 
     def __enter__(self) -> CheckpointStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Normally a close that raises; while an exception leaves the block, a short quiet one, so that the
+        exception (a NaN loss, a signal whose flush was already bounded by the grace period) stays the error."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(EXIT_FLUSH_SECONDS, quiet=True)
 
     def _has_pending(self) -> bool:
         return self._pending_latest is not None or self._pending_best is not None or bool(self._pending_files)
 
     def _pending_summary(self) -> str:
-        jobs = (self._pending_latest, self._pending_best, *self._in_flight[:2])
-        names = [f"epoch {j.epoch}" for j in jobs if isinstance(j, _Job)]
-        names += sorted({*self._pending_files, *self._in_flight[2]})
+        latest, best, files = self._in_flight
+        jobs = (self._pending_latest, self._pending_best, latest, best)
+        names = [f"epoch {j.epoch}" for j in jobs if j is not None]
+        names += sorted({*self._pending_files, *files})
         return ", ".join(dict.fromkeys(names)) or "nothing"
 
     def _raise_if_failed(self) -> None:
@@ -235,15 +270,22 @@ class CheckpointStore(CheckpointReader):
         if self._check_deadline_locked() is not None:
             raise self._fatal  # type: ignore[misc]
 
+    def _outage_start_locked(self) -> float | None:
+        """When the current outage began: the start of the first failed attempt, or of the attempt in flight
+        (which fails unless it ends in time). None while uploads succeed."""
+        return self._down_since if self._down_since is not None else self._attempt_started
+
     def _check_deadline_locked(self) -> CheckpointError | None:
         """Turn an outage longer than the deadline into the sticky fatal error (caller holds the lock)."""
-        if self._fatal is None and self._down_since is not None:
-            down = time.monotonic() - self._down_since
+        since = self._outage_start_locked()
+        if self._fatal is None and since is not None:
+            down = time.monotonic() - since
             if down > self.upload_deadline_s:
                 self._fatal = UploadDeadlineError(
                     f"checkpoint storage {self.uri()} has been failing for {down:.1f}s, longer than "
                     f"uploadDeadlineSeconds={self.upload_deadline_s:g}; not stored: "
-                    f"{self._pending_summary()}; last error: {self._last_error}"
+                    f"{self._pending_summary()}; last error: "
+                    f"{self._last_error or 'none yet, an upload attempt got no answer'}"
                 )
                 log.error("%s", self._fatal)
                 self._cond.notify_all()
@@ -266,13 +308,14 @@ class CheckpointStore(CheckpointReader):
                 latest, best, files = self._pending_latest, self._pending_best, self._pending_files
                 self._pending_latest, self._pending_best, self._pending_files = None, None, {}
                 self._busy, self._in_flight = True, (latest, best, files)
+                self._attempt_started = attempt = time.monotonic()
             try:
                 self._upload(latest, best, files)
             except Exception as exc:  # retried below; surfaced through the deadline
                 failures += 1
                 with self._cond:
-                    self._busy, self._in_flight = False, (None, None, {})
-                    self._down_since = self._down_since or time.monotonic()
+                    self._busy, self._in_flight, self._attempt_started = False, (None, None, {}), None
+                    self._down_since = self._down_since or attempt
                     self._last_error = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
                     self._pending_latest = self._pending_latest or latest  # the newest pending wins
                     self._pending_best = self._pending_best or best
@@ -294,11 +337,26 @@ class CheckpointStore(CheckpointReader):
                     if self._closed:
                         return
                 continue
-            failures = 0
             with self._cond:
-                self._busy, self._in_flight = False, (None, None, {})
+                if latest is not None:
+                    best_uri = self.storage.uri_for(BEST) if self._best is not None else None
+                    self._stored = Stored(
+                        latest.epoch, self.storage.uri_for(epoch_key(latest.epoch)), best_uri
+                    )
+                if failures:
+                    down = time.monotonic() - (self._down_since or attempt)
+                    log.info(
+                        "checkpoint uploads to %s recovered after %d failed attempt%s (%.1fs); stored: %s",
+                        self.uri(),
+                        failures,
+                        "" if failures == 1 else "s",
+                        down,
+                        ", ".join(_names(latest, best, files)) or "nothing",
+                    )
+                self._busy, self._in_flight, self._attempt_started = False, (None, None, {}), None
                 self._down_since, self._last_error = None, ""
                 self._cond.notify_all()
+            failures = 0
 
     def _upload(self, latest: _Job | None, best: _Job | None, files: dict[str, bytes]) -> None:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -344,3 +402,9 @@ class CheckpointStore(CheckpointReader):
         )
         best = self._read_json(BEST_RECORD)
         self._best = Record.from_dict(best) if best else None
+
+
+def _names(latest: _Job | None, best: _Job | None, files: dict[str, bytes]) -> list[str]:
+    """What a batch of uploads holds, for a log line: "epoch 4", then the artefact names."""
+    names = [f"epoch {j.epoch}" for j in (latest, best) if j is not None]
+    return list(dict.fromkeys(names)) + sorted(files)

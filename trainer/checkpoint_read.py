@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from trainer.errors import ConfigError, InputError
 from trainer.spec import TrainingRunSpec
 from trainer.storage import LocalStorage, ObjectNotFoundError, Storage, StorageError, parse_uri, storage_for
 
@@ -34,23 +35,25 @@ _EPOCH_RE = re.compile(r"^checkpoints/epoch-(\d{6,})\.pt$")
 
 
 class CheckpointError(StorageError):
-    """Base of checkpoint failures."""
+    """Base of the checkpoint failures that are storage failures (exit 3, retried): uploads past the deadline,
+    a flush that ran out of time. What is wrong with a checkpoint *file* is an InputError or ConfigError below:
+    reading the same object again cannot fix it."""
 
 
-class CheckpointIntegrityError(CheckpointError):
-    """A checkpoint is truncated, corrupt (sha256/size mismatch) or not a torch file."""
+class CheckpointIntegrityError(InputError):
+    """A checkpoint is truncated, corrupt (sha256/size mismatch) or not a torch file (exit 2)."""
 
 
 class NoValidCheckpointError(CheckpointIntegrityError):
-    """Checkpoints exist but none of them is intact (``resume: auto``)."""
+    """Checkpoints exist but none of them is intact (``resume: auto``): resume never, or a new uri (exit 2)."""
 
 
-class UnsafeCheckpointError(CheckpointError):
-    """``torch.load(weights_only=True)`` refused the file: loading it would run arbitrary code."""
+class UnsafeCheckpointError(InputError):
+    """``torch.load(weights_only=True)`` refused the file: loading it would run arbitrary code (exit 2)."""
 
 
-class IncompatibleCheckpointError(CheckpointError):
-    """The checkpoint's architecture (symbols, windows, model fields) differs from the spec resuming it."""
+class IncompatibleCheckpointError(ConfigError):
+    """The checkpoint's architecture (symbols, windows, model fields) differs from the spec resuming it (exit 2)."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -63,7 +66,10 @@ def deserialize(data: bytes, source: str, map_location: str | torch.device = "cp
         obj = torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        # A refused global is code; anything else ("Unsupported operand" of a CSV renamed .pt) is not a checkpoint.
+        detail = next(
+            (ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported global" in ln), ""
+        )
         if detail:
             raise UnsafeCheckpointError(
                 f"refusing to load {source}: it references code that safe (weights_only) loading forbids "

@@ -2,6 +2,10 @@
 
 Errors a user can fix (a bad spec, a bad data file, unusable storage) print one readable message and exit with a
 documented code (``trainer.exitcodes``), never a traceback: the operator maps those codes to condition reasons.
+Which error ends with which code is one table, ``exit_code_table()``; an error outside it is a bug and ends with
+a traceback and exit 1. In a terminal the last line is ``error: ...``; otherwise (or with ``--json``) it is one
+JSON object ``{"event": "error", "code": 2, "message": "..."}`` (``"stopped"`` for SIGTERM, 143), so that every
+line a pod logs is JSON.
 """
 
 from __future__ import annotations
@@ -10,10 +14,21 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
 
 from trainer import exitcodes
+from trainer.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, UsageError
+from trainer.exitcodes import ExitCode
 from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_manifest, parse_spec
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are UsageError (exit 2 through the one table, JSON when not in a terminal)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", self.format_usage())
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -45,7 +60,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m trainer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train the spec of a TrainingRun manifest")
@@ -251,33 +266,116 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from trainer.candles import DataError
-    from trainer.checkpoint import IncompatibleCheckpointError
-    from trainer.storage import StorageError
-    from trainer.train import TrainingAborted
+def exit_code_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
+    """The one table from exception class to exit code (first match wins; a test checks that no class of the
+    trainer matches two rows with different codes). Everything else is a bug: a traceback and exit 1."""
+    from trainer.evaluate import EvaluationError
 
+    return (
+        # SpecError (and walk-forward's --refit-every), UsageError, DeviceUnavailable, MalformedURIError,
+        # InvalidEndpointError, IncompatibleCheckpointError
+        (ConfigError, ExitCode.INVALID_CONFIG),
+        # DataError, CheckpointIntegrityError (NoValidCheckpointError), UnsafeCheckpointError
+        (InputError, ExitCode.INVALID_CONFIG),
+        # a range without windows, a checkpoint from an older trainer (a ValueError of trainer.evaluate)
+        (EvaluationError, ExitCode.INVALID_CONFIG),
+        # StorageError and every subclass: credentials, bucket, unreachable, upload deadline, flush timeout
+        (StorageUnavailable, ExitCode.STORAGE_ERROR),
+        (NaNLoss, ExitCode.NAN_LOSS),
+        (Preempted, ExitCode.PREEMPTED),
+    )
+
+
+def exit_code_of(exc: BaseException) -> ExitCode | None:
+    """The documented code of ``exc``, or None for a bug (not in the table)."""
+    return next((code for cls, code in exit_code_table() if isinstance(exc, cls)), None)
+
+
+def _print_final(code: int, message: str, as_json: bool, **extra: Any) -> None:
+    event = "stopped" if code == ExitCode.PREEMPTED else "error"
+    if as_json:
+        line = json.dumps({"event": event, "code": code, "message": message, **extra}, ensure_ascii=False)
+        print(line, file=sys.stderr, flush=True)
+    else:
+        print(f"{event}: {message}", file=sys.stderr, flush=True)
+
+
+def _local_path(value: str) -> Path | None:
+    """The path of a local path or ``file://`` URI; None for ``s3://``."""
+    if value[:3].lower() == "s3:":
+        return None
+    return Path(value[len("file://") :] if value.startswith("file://") else value).expanduser()
+
+
+def _validate_args(args: argparse.Namespace) -> None:
+    """Flags that name things: refuse what cannot work with one line naming the flag (exit 2), before any
+    work. ``--checkpoint`` may name a directory that ends in .pt: it is read as that directory's best.pt."""
+    from trainer.storage import MalformedURIError, check_endpoint, parse_uri
+
+    if getattr(args, "s3_endpoint", None):
+        check_endpoint(args.s3_endpoint, "--s3-endpoint")
+    for flag in ("output", "checkpoint", "resume", "data"):
+        value = getattr(args, flag, None)
+        if value and not (flag == "resume" and value in ("auto", "never")) and "{symbol}" not in value:
+            try:
+                parse_uri(value)
+            except MalformedURIError as exc:  # s3:/x, http://... and the like: name the flag
+                raise MalformedURIError(f"--{flag}: {exc}") from None
+    output = _local_path(args.output) if getattr(args, "output", None) else None
+    if output is not None and output.exists() and not output.is_dir():
+        raise ConfigError(
+            f"--output {args.output}: a file, not a directory; give a directory or s3://bucket/prefix"
+        )
+    resume = getattr(args, "resume", None)
+    path = _local_path(resume) if resume and resume not in ("auto", "never") else None
+    if path is not None and not path.is_file():
+        what = "a directory" if path.is_dir() else "no such file"
+        raise ConfigError(
+            f"--resume {resume}: {what}; give auto, never or a checkpoint file (.pt) or s3:// URI"
+        )
+    checkpoint: str | None = getattr(args, "checkpoint", None)
+    path = _local_path(checkpoint) if checkpoint else None
+    if checkpoint is None or path is None:
+        return
+    if path.is_dir():
+        if (path / "best.pt").is_file():
+            if checkpoint.endswith(".pt"):  # evaluate.load_model goes by the suffix: name the file itself
+                args.checkpoint = str(path / "best.pt")
+            return
+        raise ConfigError(
+            f"--checkpoint {checkpoint}: a directory without best.pt; give a training output directory, an "
+            "s3:// prefix or a checkpoint file (.pt)"
+        )
+    if not path.is_file():
+        raise ConfigError(f"--checkpoint {checkpoint}: no such file or directory")
+    if path.suffix != ".pt":
+        raise ConfigError(
+            f"--checkpoint {checkpoint}: a file that is not a checkpoint (.pt); give a training output "
+            "directory, an s3:// prefix or a checkpoint file (.pt)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in argv or not sys.stderr.isatty()
     try:
+        args = build_parser().parse_args(argv)
+        as_json = bool(getattr(args, "json", False)) or not sys.stderr.isatty()
+        _validate_args(args)
         return _cmd_train(args) if args.command in ("run", "train") else _cmd_eval(args)
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exitcodes.INVALID_CONFIG
-    except DataError as exc:
-        print(f"error: data: {exc}", file=sys.stderr)
-        return exitcodes.INVALID_CONFIG
-    except IncompatibleCheckpointError as exc:  # a spec problem, not a storage one: retrying cannot help
-        print(f"error: {exc}", file=sys.stderr)
-        return exitcodes.INVALID_CONFIG
-    except StorageError as exc:
-        print(f"error: storage: {exc}", file=sys.stderr)
-        return exitcodes.STORAGE_ERROR
-    except TrainingAborted as exc:
-        print(f"error: {exc}" if exc.exit_code != exitcodes.PREEMPTED else f"stopped: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ValueError as exc:  # e.g. a backtest range with no windows, an unknown --symbol
-        print(f"error: {exc}", file=sys.stderr)
-        return exitcodes.INVALID_CONFIG
+    except Exception as exc:
+        code = exit_code_of(exc)
+        if code is None:  # a bug: a traceback (in JSON where every line must be JSON) and exit 1, retried
+            if not as_json:
+                raise
+            text = "".join(traceback.format_exception(exc))
+            _print_final(ExitCode.CRASH, f"unexpected {type(exc).__name__}: {exc}", True, traceback=text)
+            return ExitCode.CRASH
+        if isinstance(exc, UsageError) and exc.usage and not as_json:
+            print(exc.usage, end="", file=sys.stderr)
+        prefix = getattr(exc, "prefix", "")
+        _print_final(code, f"{prefix}: {exc}" if prefix else str(exc), as_json)
+        return code
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from trainer.baselines import ewma_sigma
-from trainer.candles import Candles
+from trainer.candles import Candles, DataError
 
 OBSERVED = [
     "ret_1d",
@@ -179,7 +179,7 @@ def make_windows(
         if last_target is not None:
             origins = origins[dates[origins + H] <= last_target]
     if len(origins) == 0 or origins[0] - L + 1 < WARMUP_DAYS:
-        return _empty(L, H)
+        return empty_windows(L, H)
     cal = calendar_features(pd.DatetimeIndex(all_dates))
     obs_w = sliding_window_view(obs, (L, obs.shape[1]))[:, 0]  # (T-L+1, L, F)
     cal_w = sliding_window_view(cal, (L + H, cal.shape[1]))[:, 0]  # (T'-L-H+1, L+H, 4)
@@ -208,7 +208,7 @@ def make_windows(
     )
 
 
-def _empty(L: int, H: int) -> Windows:
+def empty_windows(L: int, H: int) -> Windows:
     return Windows(
         torch.zeros(0, L, len(OBSERVED)),
         torch.zeros(0, L + H, len(KNOWN)),
@@ -269,13 +269,13 @@ def split_windows(
             make_windows(c.frame, i, input_window, horizon, first_origin=cut - pd.Timedelta(days=1))
         )
     if candles[0].symbol not in trained:
-        raise ValueError(
+        raise DataError(
             f"{candles[0].symbol}: too little data before the validation cut {cut.date()}; give more history "
             "(spec.data.start earlier) or lower spec.data.validationFraction / spec.data.inputWindow"
         )
     val = calib_parts[0]
     if len(val) == 0:
-        raise ValueError(
+        raise DataError(
             f"{candles[0].symbol}: no validation window after the cut {cut.date()}; give more data or raise "
             "spec.data.validationFraction"
         )

@@ -9,6 +9,7 @@ the model never trained on is scored with the learned "any symbol" embedding and
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +20,14 @@ from trainer.calibrate import Calibration, adaptive
 from trainer.candles import Candles, load_candles
 from trainer.dataset import FEATURES_VERSION, WARMUP_DAYS, Windows, make_windows
 from trainer.engine import build_model, predict_scaled
+from trainer.errors import ConfigError
 from trainer.metrics import forecast_metrics
 from trainer.model import TemporalFusionTransformer
 from trainer.spec import TrainingRunSpec, parse_spec
 
 
-class EvaluationError(ValueError):
-    """An evaluation that cannot run as asked (no windows in range, a checkpoint from an older trainer)."""
+class EvaluationError(ConfigError, ValueError):
+    """An evaluation that cannot run as asked (no windows in range, a checkpoint from an older trainer): exit 2."""
 
 
 @dataclass
@@ -86,7 +88,9 @@ def evaluate_windows(
 
 
 def forecaster_from_state(state: dict[str, Any], source: str) -> Forecaster:
-    config = state["config"]
+    config = state.get("config")
+    if not isinstance(config, dict) or "spec" not in config:
+        raise EvaluationError(f"{source}: not a checkpoint written by this trainer (it has no saved config)")
     if config.get("featuresVersion") != FEATURES_VERSION:
         raise EvaluationError(
             f"{source}: written by an older trainer (features version {config.get('featuresVersion', 1)}, "
@@ -94,7 +98,10 @@ def forecaster_from_state(state: dict[str, Any], source: str) -> Forecaster:
         )
     spec = parse_spec(config["spec"], f"{source}:config")
     model = build_model(spec)
-    model.load_state_dict(state.get("best_model") or state["model"])
+    try:
+        model.load_state_dict(state.get("best_model") or state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise EvaluationError(f"{source}: its weights do not fit its own saved spec ({exc})") from None
     model.eval()
     cal = state.get("calibration")
     return Forecaster(
@@ -110,7 +117,7 @@ def load_model(checkpoint: str, endpoint: str | None = None) -> Forecaster:
     """``checkpoint``: an output directory / s3:// prefix (its best.pt) or a checkpoint file."""
     from trainer.checkpoint import CheckpointStore
 
-    if checkpoint.endswith(".pt"):
+    if checkpoint.endswith(".pt") and not os.path.isdir(checkpoint):  # a directory named x.pt is a directory
         parent = checkpoint.rsplit("/", 1)[0] if "/" in checkpoint else "."
         store = CheckpointStore(parent, endpoint=endpoint)
         loaded = store.load_checkpoint(checkpoint)
@@ -128,6 +135,7 @@ def _describe(fc: Forecaster, candles: Candles, w: Windows, zero_shot: bool, **m
         "first_origin": str(w.origin[0].date()),
         "last_origin": str(w.origin[-1].date()),
         "median": cal.median if cal else "learned",
+        "band": cal.band if cal else "learned",
         "filled_days": candles.filled_days,
         **more,
     }
@@ -197,6 +205,7 @@ def predict(
         "symbol": sym,
         "zero_shot": zero_shot,
         "median": fc.calibration.median if fc.calibration else "learned",
+        "band": fc.calibration.band if fc.calibration else "learned",
         "last_date": str(last.date()),
         "last_close": float(w.last_close[0]),
         "forecast": rows,

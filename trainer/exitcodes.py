@@ -1,17 +1,36 @@
 """Documented exit codes of ``python -m trainer``.
 
 The operator's Job ``podFailurePolicy`` and its condition reasons key off these, so they are part of the API:
-change them only together with ``operator/trainop/builders.py`` and the README's table.
+change them only together with ``operator/trainop/builders.py``, ``operator/trainop/conditions.py`` and the
+README's table. Which exception ends with which code is decided in one table, ``trainer.cli.EXIT_CODES``.
+
+The module-level names are plain ``int`` (YAML, JSON and the Kubernetes client serialise them as numbers);
+``ExitCode`` is the same set as an ``IntEnum`` for code that wants the names.
 """
 
-OK = 0
-#: Unexpected crash (Python's default for an uncaught exception): retried by the Job.
-CRASH = 1
-#: The spec, manifest, flags or data are invalid: retrying cannot help, the Job fails at once.
-INVALID_CONFIG = 2
-#: Checkpoint storage unusable (bad credentials, missing bucket, down past the deadline): retried by the Job.
-STORAGE_ERROR = 3
-#: The loss became NaN/inf: retrying from the same checkpoint would repeat it, the Job fails at once.
-NAN_LOSS = 4
-#: SIGTERM (preemption, eviction, deletion): a checkpoint was written and uploaded; the pod's restart resumes.
-PREEMPTED = 143
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    #: The run finished.
+    OK = 0
+    #: Unexpected crash, a bug (Python's default for an uncaught exception, with a traceback): retried by the Job.
+    CRASH = 1
+    #: The spec, manifest, flags, data or a checkpoint file are invalid: retrying cannot help, the Job fails at once.
+    INVALID_CONFIG = 2
+    #: Checkpoint storage unusable (unreachable, bad credentials, missing bucket, down past the deadline): retried.
+    STORAGE_ERROR = 3
+    #: The loss became NaN/inf: retrying from the same checkpoint would repeat it, the Job fails at once.
+    NAN_LOSS = 4
+    #: SIGTERM (preemption, eviction, deletion): a checkpoint was written and uploaded; the pod's restart resumes.
+    PREEMPTED = 143
+
+
+OK: int = ExitCode.OK.value
+CRASH: int = ExitCode.CRASH.value
+INVALID_CONFIG: int = ExitCode.INVALID_CONFIG.value
+STORAGE_ERROR: int = ExitCode.STORAGE_ERROR.value
+NAN_LOSS: int = ExitCode.NAN_LOSS.value
+PREEMPTED: int = ExitCode.PREEMPTED.value

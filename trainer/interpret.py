@@ -169,6 +169,7 @@ def explain(
 
     from trainer.candles import load_candles
     from trainer.dataset import KNOWN, OBSERVED, make_windows
+    from trainer.evaluate import EvaluationError
 
     sym = symbol or fc.spec.symbol
     idx, zero_shot = fc.symbol_index(sym)
@@ -185,7 +186,9 @@ def explain(
         first_origin=start_ts - pd.Timedelta(days=1),
     )
     if len(w) == 0:
-        raise ValueError(f"{candles.source}: no window with origin in [{start_ts.date()}, {end_ts.date()}]")
+        raise EvaluationError(
+            f"{candles.source}: no window with origin in [{start_ts.date()}, {end_ts.date()}]; widen --start/--end"
+        )
     out = interpretation(fc.model, w.observed, w.known, w.symbol, OBSERVED, KNOWN)
     out.update(
         symbol=sym,

@@ -117,7 +117,9 @@ def comparison_table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def verdict(m: dict[str, Any], median: dict[str, Any] | None) -> list[str]:
+def verdict(
+    m: dict[str, Any], median: dict[str, Any] | None, band: dict[str, Any] | None = None
+) -> list[str]:
     """Plain lines on what the model does and does not beat (losses said as plainly as wins)."""
     lines = []
     if median and median.get("shipped") == "persistence":
@@ -130,6 +132,13 @@ def verdict(m: dict[str, Any], median: dict[str, Any] | None) -> list[str]:
             f"median: learned (validation MASE {median['learned_mase']:.4f}, better than persistence at "
             f"DM p={median['p_value']:.3f})"
         )
+    if band and band.get("shipped") == "prior":
+        lines.append(
+            f"band: the prior (normal quantiles x sigma_t); the network's learned band did not beat it on "
+            f"validation (pinball {band['learned_pinball']:.4g} vs {band['prior_pinball']:.4g}, DM p={band['p_value']:.2f})"
+        )
+    elif band:
+        lines.append(f"band: learned (beat the prior band on validation, DM p={band['p_value']:.3f})")
     for name, b in (m.get("baselines") or {}).items():
         word = "below" if b["skill"] > 0 else "ABOVE"
         lines.append(f"band: pinball {abs(b['skill']):.1%} {word} the {name} band's")
@@ -170,7 +179,10 @@ def summary_table(summary: dict[str, Any]) -> str:
     word = "below" if gap > 0 else "above"
     title = f"Result: validation MAE {abs(gap):.2f}% {word} persistence's (MASE {m['mase']:.4f})"
     parts = [table(rows, title=title), "", comparison_table(m), ""]
-    parts += [f"  {line}" for line in verdict(m, summary.get("median"))]
+    parts += [f"  {line}" for line in verdict(m, summary.get("median"), summary.get("band"))]
+    parts.append(
+        "  (validation metrics are in-sample for the band's recalibration; walk-forward backtests are not)"
+    )
     return "\n".join(parts) + "\n"
 
 
@@ -186,19 +198,24 @@ def backtest_report(result: dict[str, Any], title: str) -> str:
         head += f", {extra['start']} .. {extra['end']} ({result['n']} windows, {len(result['folds'])} folds)"
     lines = [head, comparison_table(result), ""]
     if "median" in extra:
-        lines.append(f"  median: {extra['median']}")
+        lines.append(f"  median: {extra['median']}, band: {extra['band']}")
     if "median_learned_folds" in extra:
+        n = len(result["folds"])
         lines.append(
-            f"  median: learned in {extra['median_learned_folds']} of {len(result['folds'])} folds, persistence in the rest"
+            f"  median: learned in {extra['median_learned_folds']} of {n} folds (persistence in the rest); "
+            f"band: learned in {extra['band_learned_folds']} of {n} (the prior in the rest)"
         )
     lines += [f"  {line}" for line in verdict(result, None)]
     if result.get("folds"):
-        lines += ["", "  fold  first target .. last      n    MASE  pinball  cover80  GARCH pinball  median"]
+        lines += [
+            "",
+            "  fold  first target .. last      n    MASE  pinball  cover80  GARCH pinball  median / band",
+        ]
         for f in result["folds"]:
             g = f["baselines"]["garch"]["pinball"]
             lines.append(
                 f"  {f['index']:>4}  {f['start']} .. {f['end']}  {f['n']:>4}  {f['mase']:.4f}  {f['pinball']:>7.3f}"
-                f"  {f['coverage_80']:>7.3f}  {g:>13.3f}  {f['median']}"
+                f"  {f['coverage_80']:>7.3f}  {g:>13.3f}  {f['median']} / {f['band']}"
             )
     return "\n".join(lines)
 

@@ -8,14 +8,13 @@ Rules: at most one patch per ``TRAINER_STATUS_THROTTLE_SECONDS`` (default 10) --
 and sent with the next allowed patch -- plus the last pending update at ``final``/``close``; a failed patch is
 one warning line and never an exception (training goes on); in a pod the patches go out on a background thread,
 so a slow or unreachable API server never blocks an epoch; no torch import. Without ``TRAININGRUN_NAME`` (a
-local run) every method is a no-op.
+local run) every method is a no-op. Every update is a ``trainer.status.TrainingRunStatus`` (which rounds what a
+person reads); ``with reporter:`` sends the last one however the run ends.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import os
 import re
 import threading
@@ -25,34 +24,27 @@ from datetime import datetime, timezone
 from typing import Any
 
 from trainer.spec import API_GROUP, API_VERSION, PLURAL
+from trainer.status import (
+    CheckpointStatus,
+    EpochStats,
+    Metrics,
+    Progress,
+    TrainingRunStatus,
+    rfc3339,
+    whole,
+)
 
 log = logging.getLogger(__name__)
 
 PatchFn = Callable[[dict[str, Any]], None]
 DEFAULT_THROTTLE_SECONDS = 10.0
 REQUEST_TIMEOUT = (3.0, 5.0)  # connect, read: a slow API server delays training by seconds at most
+EXIT_DRAIN_SECONDS = 2.0  # the last status after a SIGTERM: the pod has gracePeriodSeconds + 5 s in all
 
 
 def _camel(key: str) -> str:
     head, *rest = key.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf (a NaN loss is a documented outcome) become null, numpy scalars plain numbers."""
-    if isinstance(value, Mapping):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(number):
-        return None
-    return number
 
 
 def _merge(target: dict[str, Any], update: Mapping[str, Any]) -> None:
@@ -127,7 +119,24 @@ class StatusReporter:
         target = f"{namespace}/{name}"
         return cls(BackgroundSender(patch, target), throttle_seconds=throttle, target=target)
 
+    def __enter__(self) -> StatusReporter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Send what is pending, also when the run ends by an exception (a SIGTERM, a NaN loss); then the
+        wait is short, as the pod's grace period is mostly the checkpoint's."""
+        self.close(timeout=15.0 if exc_type is None else EXIT_DRAIN_SECONDS)
+
     # --- what the training loop calls ---------------------------------------------------------------------
+
+    def report(self, status: TrainingRunStatus, *, flush: bool = True) -> None:
+        """Merge ``status`` (the fields set on it) into what is pending; sent now unless throttled (or
+        ``flush=False``: with the next update)."""
+        self._add(status.dump(), flush=flush)
+
+    def epoch(self, stats: EpochStats, *, finished: bool) -> None:
+        """The progress after an epoch; ``finished`` (the last one, or early stopping) clears the ETA."""
+        self.report(TrainingRunStatus(progress=Progress.of_epoch(stats, finished=finished, now=self._now())))
 
     def progress(
         self,
@@ -142,28 +151,32 @@ class StatusReporter:
         samples_per_second: float | None = None,
         eta_seconds: float | None = None,
     ) -> None:
-        update = {
-            "epoch": epoch,
-            "totalEpochs": total_epochs,
-            "epochDisplay": f"{epoch}/{total_epochs}",
-            "trainLoss": train_loss,
-            "valLoss": val_loss,
-            "valMase": val_mase,
-            "bestValLoss": best_val_loss,
-            "bestEpoch": best_epoch,
-            "samplesPerSecond": samples_per_second,
-            "etaSeconds": eta_seconds,
-            "lastProgressTime": self._wall_clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        self._add({"progress": update})
+        """``status.progress`` from its values (``epoch`` does the same from an ``EpochStats``)."""
+        progress = Progress(
+            epoch=epoch,
+            total_epochs=total_epochs,
+            epoch_display=f"{epoch}/{total_epochs}",
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_mase=val_mase,
+            best_val_loss=best_val_loss,
+            best_epoch=best_epoch,
+            samples_per_second=whole(samples_per_second),
+            eta_seconds=eta_seconds,
+            last_progress_time=rfc3339(self._now()),
+        )
+        self.report(TrainingRunStatus(progress=progress))
 
     def checkpoint(self, *, latest: str | None, best: str | None, epoch: int) -> None:
-        """Sent with the next progress update (or at final/close), never on its own."""
-        self._add({"checkpoint": {"latest": latest, "best": best, "epoch": epoch}}, flush=False)
+        """A *stored* checkpoint; sent with the next progress update (or at final/close), never on its own."""
+        self.report(
+            TrainingRunStatus(checkpoint=CheckpointStatus(latest=latest, best=best, epoch=epoch)), flush=False
+        )
 
-    def final(self, metrics: Mapping[str, float | int]) -> None:
+    def final(self, metrics: Mapping[str, float | int | str]) -> None:
         """Final metrics (``val_mase`` or ``valMase`` keys), sent at once with anything pending."""
-        self._add({"metrics": {_camel(k): v for k, v in metrics.items()}}, flush=False)
+        parsed = Metrics.model_validate({_camel(k): v for k, v in metrics.items()})
+        self.report(TrainingRunStatus(metrics=parsed), flush=False)
         self.flush()
 
     def close(self, timeout: float = 15.0) -> None:
@@ -172,12 +185,15 @@ class StatusReporter:
         if isinstance(self._patch, BackgroundSender):
             self._patch.drain(timeout)
 
+    def _now(self) -> datetime:
+        return self._wall_clock()
+
     # --- mechanics ----------------------------------------------------------------------------------------
 
     def _add(self, update: dict[str, Any], flush: bool = True) -> None:
         if self._patch is None:
             return
-        _merge(self._pending, _clean(update))
+        _merge(self._pending, update)
         if flush:
             now = self._clock()
             if self._last_sent is None or now - self._last_sent >= self._throttle:

@@ -1,32 +1,48 @@
 """One training run from a spec to artifacts: load data, split, train, checkpoint, evaluate, write results.
 
 This is what ``python -m trainer run`` and ``train`` call, locally and in a pod alike; the only cluster-specific
-part is the status reporter, which is a no-op outside a cluster. Checkpoint storage (local directory or S3),
-resume and SIGTERM handling are wired here so the loop in ``trainer.train`` stays about training.
+part is the status reporter, which is a no-op outside a cluster. ``run_training`` is the recipe; the steps are
+methods of ``_Run``, which holds the parts of one run.
+
+How a run ends: the checkpoint store and the status reporter are context managers, so however the run ends
+(success, SIGTERM, a NaN loss) the last status update goes out and the store's uploader stops. A signal has one
+way out (``StopFlag``): the loop finishes its step and checkpoints, then the run waits for the upload within
+``gracePeriodSeconds``, names the checkpoint and exits 143 -- also when the signal comes after the last epoch,
+during evaluation. Progress goes through one ``on_epoch(stats)``; a checkpoint is named (epoch line,
+``status.checkpoint``) only once it is stored. While a run lasts, the trainer's log lines (an upload that
+failed or recovered, a checkpoint fallback) are printed like its progress: a JSON line when not in a terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
+import re
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from trainer import exitcodes
-from trainer.calibrate import fit_calibration
+from trainer.calibrate import Calibration, fit_calibration
 from trainer.candles import Candles, load_candles
 from trainer.dataset import KNOWN, OBSERVED, WARMUP_DAYS, Split, split_windows
-from trainer.engine import checkpoint_config, resolve_device
+from trainer.engine import checkpoint_config, resolve_device, return_freed_memory
 from trainer.evaluate import Forecaster, evaluate_windows
 from trainer.model import count_parameters
 from trainer.progress import Progress, summary_table
 from trainer.spec import TrainingRunSpec
-from trainer.train import StopFlag, Trainer, TrainingAborted, best_model
+from trainer.status import EpochStats
+from trainer.train import StopFlag, Trainer, best_model
+
+if TYPE_CHECKING:
+    from trainer.checkpoint import CheckpointStore, Stored
+    from trainer.report import StatusReporter
 
 
 @dataclass
@@ -50,142 +66,233 @@ def load_all(spec: TrainingRunSpec, endpoint: str | None) -> list[Candles]:
 
 def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json)."""
-    from trainer.checkpoint import CheckpointStore, resolve_resume
-    from trainer.interpret import importance_png, interpretation
-    from trainer.plot import forecast_png
+    from trainer.checkpoint import CheckpointStore
     from trainer.report import StatusReporter
 
     t0 = time.perf_counter()
     endpoint = opts.s3_endpoint or spec.checkpoint.s3_endpoint
+    c = spec.checkpoint
     store = CheckpointStore(
-        opts.output,
-        endpoint=endpoint,
-        keep_last=spec.checkpoint.keep_last,
-        upload_deadline_s=spec.checkpoint.upload_deadline_seconds,
+        opts.output, endpoint=endpoint, keep_last=c.keep_last, upload_deadline_s=c.upload_deadline_seconds
     )
+    device = resolve_device(spec.training.device)  # before storage and data: --device cuda without a GPU
     store.check()  # fail fast on credentials, bucket or URI, before any training
     candles = load_all(spec, endpoint)
     split = split_windows(candles, spec.data.input_window, spec.data.horizon, spec.data.validation_fraction)
-    device = resolve_device(spec.training.device)
     trainer = Trainer(spec, split, device)
-    config = checkpoint_config(spec, split.trained, {"cut": str(split.cut.date())})
     reporter = StatusReporter.from_env() if opts.report else StatusReporter(None)
     progress = Progress(spec.training.epochs, 0, interactive=opts.interactive)
+    run = _Run(spec, opts, trainer, split, candles, store, reporter, progress)
+    with store, reporter, _printed_by(progress), StopFlag(run.stopped) as stop:
+        run.resume()
+        run.train(stop)
+        stop.at_once()  # no step left to finish: from here a signal stops the run where it is
+        return run.finish(t0)
 
-    resumed = resolve_resume(store, opts.resume, spec, device)
-    if resumed is not None:
-        trainer.load_state_dict(resumed.state)
-        progress.log(
-            "resume",
-            message=f"resuming from {resumed.uri} (epoch {trainer.loop.epoch}/{spec.training.epochs})",
-            uri=resumed.uri,
-            epoch=trainer.loop.epoch,
+
+@dataclass
+class _Run:
+    """The parts of one training run and the steps of ``run_training``."""
+
+    spec: TrainingRunSpec
+    opts: RunOptions
+    trainer: Trainer
+    split: Split
+    candles: list[Candles]
+    store: CheckpointStore
+    reporter: StatusReporter
+    progress: Progress
+    config: dict[str, Any] = field(init=False)
+    _reported: Stored | None = None
+
+    def __post_init__(self) -> None:
+        self.config = checkpoint_config(self.spec, self.split.trained, {"cut": str(self.split.cut.date())})
+
+    def resume(self) -> None:
+        """Continue from the store's checkpoint (``opts.resume``), and say what is about to be trained."""
+        from trainer.checkpoint import resolve_resume
+
+        t, total = self.trainer, self.spec.training.epochs
+        resumed = resolve_resume(self.store, self.opts.resume, self.spec, t.device)
+        if resumed is not None:
+            t.load_state_dict(resumed.state)
+            message = f"resuming from {resumed.uri} (epoch {t.loop.epoch}/{total})"
+            self.progress.log("resume", message=message, uri=resumed.uri, epoch=t.loop.epoch)
+            if self.progress.bar is not None:
+                self.progress.bar.update(t.loop.epoch)
+        self.progress.log(
+            "start",
+            message=f"{self.spec.symbol}: {len(self.split.train)} training and {len(self.split.val)} validation "
+            f"windows, {count_parameters(t.model):,} parameters, device {t.device}",
+            train_windows=len(self.split.train),
+            val_windows=len(self.split.val),
+            device=str(t.device),
         )
-        if progress.bar is not None:
-            progress.bar.update(trainer.loop.epoch)
-    progress.log(
-        "start",
-        message=f"{spec.symbol}: {len(split.train)} training and {len(split.val)} validation "
-        f"windows, {count_parameters(trainer.model):,} parameters, device {device}",
-        train_windows=len(split.train),
-        val_windows=len(split.val),
-        device=str(device),
-    )
 
-    stop = StopFlag()
-    restore_signals = stop.install()
-    latest_uri: str | None = None
-    try:
-        while not trainer.done:
-            e0 = time.perf_counter()
-            finished = trainer.train_epoch(stop)
-            if not finished:  # SIGTERM mid-epoch: checkpoint where we are and leave
-                uri = store.save(trainer.loop.epoch, trainer.state_dict(config), is_best=False)
-                store.flush(timeout=spec.checkpoint.grace_period_seconds)
-                progress.log(
-                    "preempted", message=f"stopped by signal {stop.signum}; checkpoint {uri}", uri=uri
-                )
-                raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
-            stats, is_best = trainer.finish_epoch(time.perf_counter() - e0)
-            if stats.epoch % spec.checkpoint.every_epochs == 0 or is_best or trainer.done or stop:
-                latest_uri = store.save(stats.epoch, trainer.state_dict(config), is_best=is_best)
-                stats.checkpoint = latest_uri
-                reporter.checkpoint(latest=latest_uri, best=store.uri("best.pt"), epoch=stats.epoch)
-            progress.epoch(stats)
-            eta = (spec.training.epochs - stats.epoch) * stats.seconds
-            reporter.progress(
-                epoch=stats.epoch,
-                total_epochs=stats.total_epochs,
-                train_loss=stats.train_loss,
-                val_loss=stats.val_loss,
-                val_mase=stats.val_mase,
-                best_val_loss=stats.best_val_loss,
-                best_epoch=stats.best_epoch,
-                samples_per_second=stats.samples_per_second,
-                eta_seconds=eta,
-            )
-            if stop:  # the signal came during validation: this epoch's checkpoint is the one to resume from
-                store.flush(timeout=spec.checkpoint.grace_period_seconds)
-                progress.log(
-                    "preempted",
-                    message=f"stopped by signal {stop.signum}; checkpoint {latest_uri}",
-                    uri=latest_uri,
-                )
-                raise TrainingAborted("stopped by signal", exitcodes.PREEMPTED)
-    finally:
-        restore_signals()
-        progress.close()
+    def train(self, stop: StopFlag) -> None:
+        """Epochs until done, each followed by a checkpoint when one is due; a signal leaves with one."""
+        t, every = self.trainer, self.spec.checkpoint.every_epochs
+        try:
+            while not t.done:
+                e0 = time.perf_counter()
+                if not t.train_epoch(stop):  # a signal mid-epoch: checkpoint where we are and leave
+                    self.save(is_best=False)
+                    raise stop.preempted()
+                stats, is_best = t.finish_epoch(time.perf_counter() - e0)
+                if stats.epoch % every == 0 or is_best or t.done or stop:
+                    self.save(is_best=is_best)
+                self.on_epoch(stats)
+                if stop:  # it came during validation: this epoch's checkpoint is the one to resume from
+                    raise stop.preempted()
+        finally:
+            self.progress.close()
 
-    forecaster, metrics, prices = evaluate_best(trainer, split, candles[0].frame)
-    # The post-hoc decisions belong to the shipped model: store them in a final best checkpoint.
-    store.save(trainer.loop.epoch, trainer.state_dict(config), is_best=True)
-    summary: dict[str, Any] = {
-        "name": opts.name,
-        "symbol": spec.symbol,
-        "symbols": spec.all_symbols,
-        "epochs_run": trainer.loop.epoch,
-        "early_stopped": trainer.loop.epoch < spec.training.epochs,
-        "best_epoch": trainer.loop.best_epoch,
-        "best_val_loss": trainer.loop.best_val_loss,
-        "metrics": metrics,
-        "interpretation": interpretation(
+    def save(self, *, is_best: bool) -> None:
+        """Queue a checkpoint of where the trainer is (uploaded in the background)."""
+        self.store.save(self.trainer.loop.epoch, self.trainer.state_dict(self.config), is_best=is_best)
+
+    def on_epoch(self, stats: EpochStats) -> None:
+        """Where an epoch's progress goes: the epoch line (or the bar) and the TrainingRun's status."""
+        stored = self.report_stored()
+        stats.checkpoint = stored.latest if stored is not None else None
+        self.progress.epoch(stats)
+        self.reporter.epoch(stats, finished=self.trainer.done)
+
+    def report_stored(self) -> Stored | None:
+        """The newest stored checkpoint, handed to the status reporter when it is a new one."""
+        stored = self.store.stored
+        if stored is not None and stored != self._reported:
+            self.reporter.checkpoint(latest=stored.latest, best=stored.best, epoch=stored.epoch)
+            self._reported = stored
+        return stored
+
+    def stopped(self, signum: int | None) -> None:
+        """The way out on a signal (``StopFlag``): wait for the uploads within the grace period, name the
+        checkpoint a restart resumes from."""
+        self.store.flush(timeout=self.spec.checkpoint.grace_period_seconds)
+        stored = self.report_stored()
+        uri = stored.latest if stored is not None else None
+        where = f"checkpoint {uri}" if uri else "no new checkpoint"
+        self.progress.log("preempted", message=f"stopped by signal {signum}; {where}", uri=uri)
+
+    def finish(self, t0: float) -> dict[str, Any]:
+        """Calibrate and evaluate the best model, store it with the artefacts, report the final metrics."""
+        from trainer.interpret import importance_png, interpretation
+
+        trainer, split, spec, store = self.trainer, self.split, self.spec, self.store
+        forecaster = calibrated_forecaster(trainer, split)
+        cal = forecaster.calibration
+        assert cal is not None  # calibrated_forecaster always calibrates
+        # The post-hoc decisions belong to the shipped model: store them in a final best checkpoint.
+        store.save(trainer.loop.epoch, trainer.state_dict(self.config), is_best=True)
+        buf = io.BytesIO()
+        torch.save(trainer.state_dict(self.config), buf)
+        store.write_bytes("last.pt", buf.getvalue())
+        del buf
+        prices = forecaster.prices(split.val)
+        interp = interpretation(
             forecaster.model, split.val.observed, split.val.known, split.val.symbol, OBSERVED, KNOWN
-        ),
-        "median": {"shipped": forecaster.calibration.median, **forecaster.calibration.median_test}
-        if forecaster.calibration
-        else None,
-        "validation": {"start": str(split.cut.date()), "end": str(split.period[1].date())},
-        "wall_seconds": time.perf_counter() - t0,
-        "parameters": count_parameters(trainer.model),
-        "filled_days": {c.symbol: c.filled_days for c in candles},
-        "output": opts.output,
-        "history": trainer.loop.history,
-        "device": str(device),
-    }
-    final_state = trainer.state_dict(config)
-    buf = io.BytesIO()
-    torch.save(final_state, buf)
-    store.write_bytes("last.pt", buf.getvalue())
-    store.write_json("metrics.json", summary)
-    store.write_json("config.json", config)
-    store.write_bytes("forecast.png", forecast_png(split.val, prices, spec))
-    store.write_bytes("importance.png", importance_png(summary["interpretation"]))
-    store.flush(timeout=spec.checkpoint.upload_deadline_seconds)
-    reporter.final(
-        {
-            "valMae": metrics["mae"],
-            "valMase": metrics["mase"],
-            "coverage80": metrics["coverage_80"],
-            "pinball": metrics["pinball"],
-            "baselinePinball": metrics["baselines"]["garch"]["pinball"],
-            "bestEpoch": trainer.loop.best_epoch,
-            "wallSeconds": float(summary["wall_seconds"]),
+        )
+        # What needs torch is done and serialised: free training's memory before the evaluation libraries
+        # (arch, scipy, statsmodels, matplotlib) load, so that the peak stays that of training.
+        trainer.release_training_state()
+        split.train = trainer.train
+        return_freed_memory()
+        metrics = evaluate_windows(prices, split.val, self.candles[0].frame, split.cut, forecaster.quantiles)
+        metrics["val_loss"] = trainer.loop.best_val_loss
+        summary = self.summary(metrics, interp, cal, time.perf_counter() - t0)
+        store.write_json("metrics.json", summary)
+        store.write_json("config.json", self.config)
+        from trainer.plot import forecast_png  # matplotlib, once training's memory is given back
+
+        store.write_bytes("forecast.png", forecast_png(split.val, prices, spec))
+        store.write_bytes("importance.png", importance_png(summary["interpretation"]))
+        store.flush(timeout=spec.checkpoint.upload_deadline_seconds)
+        self.report_stored()
+        self.reporter.final(final_metrics(metrics, cal, trainer, float(summary["wall_seconds"])))
+        return summary
+
+    def summary(
+        self, metrics: dict[str, Any], interp: dict[str, Any], cal: Calibration, wall_seconds: float
+    ) -> dict[str, Any]:
+        """What metrics.json holds and the summary table shows."""
+        trainer, split, spec = self.trainer, self.split, self.spec
+        return {
+            "name": self.opts.name,
+            "symbol": spec.symbol,
+            "symbols": spec.all_symbols,
+            "epochs_run": trainer.loop.epoch,
+            "early_stopped": trainer.loop.epoch < spec.training.epochs,
+            "best_epoch": trainer.loop.best_epoch,
+            "best_val_loss": trainer.loop.best_val_loss,
+            "metrics": metrics,
+            "interpretation": interp,
+            "median": {"shipped": cal.median, **cal.median_test},
+            "band": {"shipped": cal.band, **cal.band_test},
+            "validation": {"start": str(split.cut.date()), "end": str(split.period[1].date())},
+            "wall_seconds": wall_seconds,
             "parameters": count_parameters(trainer.model),
+            "filled_days": {c.symbol: c.filled_days for c in self.candles},
+            "output": self.opts.output,
+            "history": trainer.loop.history,
+            "device": str(trainer.device),
         }
-    )
-    reporter.close()
-    store.close()
-    return summary
+
+
+def final_metrics(
+    metrics: dict[str, Any], cal: Calibration, trainer: Trainer, wall_seconds: float
+) -> dict[str, float | int | str]:
+    """``status.metrics`` (``trainer.status.Metrics``, which rounds them) from the validation metrics."""
+    baselines: dict[str, dict[str, float]] = metrics["baselines"]
+    return {
+        "valMae": metrics["mae"],
+        "valMase": metrics["mase"],
+        "coverage80": metrics["coverage_80"],
+        "pinball": metrics["pinball"],
+        **{f"{k}Pinball": b["pinball"] for k, b in baselines.items()},
+        "skillVsGarch": baselines["garch"]["skill"],
+        "median": cal.median,
+        "band": cal.band,
+        "bestEpoch": trainer.loop.best_epoch,
+        "wallSeconds": wall_seconds,
+        "parameters": count_parameters(trainer.model),
+    }
+
+
+# Credentials in a URL's userinfo (``http://key:secret@host``), wherever a log line mentions one.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/?#\s@]+@")
+
+
+class _ProgressHandler(logging.Handler):
+    """A log record of the ``trainer`` package printed by ``Progress.log``: ``{"event": "warning", ...}``."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = _USERINFO.sub(r"\g<scheme>***@", record.getMessage())
+            self.progress.log(record.levelname.lower(), message=message, logger=record.name)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _printed_by(progress: Progress) -> Iterator[None]:
+    """For the block, the ``trainer`` loggers' INFO and above go through ``progress`` (JSON lines when not in
+    a terminal) instead of Python's bare last-resort text on stderr; the bar is closed at the end."""
+    logger = logging.getLogger("trainer")
+    handler, level = _ProgressHandler(progress), logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        progress.close()
 
 
 def calibrated_forecaster(trainer: Trainer, split: Split) -> Forecaster:

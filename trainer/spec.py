@@ -19,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from trainer.errors import ConfigError
+
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
 KIND = "TrainingRun"
@@ -29,8 +31,53 @@ SYMBOL_PATTERN = r"^[A-Z0-9]{2,10}$"
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]i?|Ki)?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# An S3-compatible endpoint: a scheme and a host, no credentials (they would be logged).
+S3_ENDPOINT_PATTERN = r"^https?://[^\s/@]+(:\d+)?(/.*)?$"
 # The checkpoint/data URIs: a local path or s3://bucket/prefix (bucket names per the S3 rules).
 S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
+# In a TrainingRun object (the CRD) checkpoints must go to S3: a pod's own filesystem is lost with the pod, so
+# every retry would start over. Only the scheme is a CRD pattern; the model checks the bucket (cluster_problems).
+CLUSTER_CHECKPOINT_PATTERN = r"^s3://"
+# Container image references (the distribution/reference grammar, without IPv6 hosts): [host[:port]/]path[:tag]
+# [@digest], the path lower case. Character classes are spelled out: the same text is a pydantic (Rust), CRD
+# (Go) and Python pattern, and ``\w`` means different things in them.
+_HOST_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    rf"^(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# Label values (<= 63): empty, or alphanumerics with -_. inside.
+LABEL_VALUE_PATTERN = r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+# Label keys: an optional DNS-subdomain prefix (<= 253) and "/", then a name (<= 63) as a non-empty label value.
+_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$")
+# A Kueue LocalQueue: an object name (lower-case DNS subdomain) that must also fit the queue-name label (<= 63).
+QUEUE_NAME_PATTERN = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$"
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes label key (``[prefix/]name``), or None."""
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+        return f"'{key}': the prefix before '/' must be a lower-case DNS subdomain such as nvidia.com"
+    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+        return (
+            f"'{key}' is not a label key: the name (after an optional prefix/) must be 1-63 letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit, e.g. nvidia.com/gpu.product"
+        )
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why ``value`` is not a Kubernetes label value, or None."""
+    if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
+        return (
+            f"'{value}' is not a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit"
+        )
+    return None
 
 
 class _Model(BaseModel):
@@ -99,7 +146,7 @@ class TrainingSpec(_Model):
     weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
     grad_clip: float = Field(default=1.0, gt=0.0, le=100.0)
     warmup_epochs: int = Field(default=3, ge=0, le=1000)
-    early_stopping_patience: int = Field(default=15, ge=1, le=10000)
+    early_stopping_patience: int = Field(default=10, ge=1, le=10000)
     median_shrinkage: float = Field(
         default=5.0,
         ge=0.0,
@@ -128,11 +175,15 @@ class CheckpointSpec(_Model):
 
     uri: str | None = Field(
         default=None,
-        description="Local directory or s3://bucket/prefix. Empty locally: runs/<name>; in a cluster: required.",
+        description=(
+            "s3://bucket/prefix (locally also a directory). Empty locally: runs/<name>; in a cluster: the "
+            "operator's prefix/<namespace>/<name>. A pod's own filesystem is refused: it is lost with the pod."
+        ),
+        json_schema_extra={"pattern": CLUSTER_CHECKPOINT_PATTERN},
     )
     s3_endpoint: str | None = Field(
         default=None,
-        pattern=r"^https?://[^\s/@]+(:\d+)?(/.*)?$",
+        pattern=S3_ENDPOINT_PATTERN,
         description="S3-compatible endpoint (MinIO, SeaweedFS, Ceph). Empty: AWS or AWS_ENDPOINT_URL.",
     )
     keep_last: int = Field(default=3, ge=1, le=1000, description="Epoch checkpoints kept besides best.pt.")
@@ -212,9 +263,20 @@ class TrainingRunSpec(_Model):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
 
     # Cluster-only.
-    image: str | None = Field(default=None, description="Trainer image; empty: the operator's default.")
+    image: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Trainer image, e.g. registry.example/trainer:1.2.3; empty: the operator's default.",
+        json_schema_extra={"pattern": IMAGE_PATTERN},
+    )
     resources: Resources = Field(default_factory=Resources)
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels the pod must match (label keys and values).",
+        json_schema_extra={
+            "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}
+        },
+    )
     tolerations: list[Toleration] = Field(default_factory=list)
     priority_class_name: str | None = None
     service_account_name: str | None = Field(
@@ -232,8 +294,39 @@ class TrainingRunSpec(_Model):
         description="No progress for this long marks the run Stalled, e.g. 15m, 1h30m; empty: the operator's default.",
     )
     queue_name: str | None = Field(
-        default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name)."
+        default=None,
+        max_length=63,
+        description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name): a lower-case name of at most 63.",
+        json_schema_extra={"pattern": QUEUE_NAME_PATTERN},
     )
+
+    @field_validator("image")
+    @classmethod
+    def _image_shape(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(IMAGE_PATTERN, v):
+            raise ValueError(
+                f"'{v}' is not an image reference such as registry.example/trainer:1.2.3 "
+                "(no spaces; repository path in lower case; optional :tag and @sha256:digest)"
+            )
+        return v
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_shape(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(QUEUE_NAME_PATTERN, v):
+            raise ValueError(
+                f"'{v}' is not a LocalQueue name usable as the kueue.x-k8s.io/queue-name label: lower-case "
+                "letters, digits, '-' and '.', starting and ending with a letter or digit, e.g. gpu-queue"
+            )
+        return v
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_selector_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        problems = [p for k, val in v.items() for p in (label_key_problem(k), label_value_problem(val)) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
     @field_validator("symbols")
     @classmethod
@@ -271,13 +364,28 @@ class TrainingRunSpec(_Model):
         }
 
 
-class SpecError(ValueError):
+class SpecError(ConfigError, ValueError):
     """A spec that cannot be trained, with one readable line per problem (no traceback for users)."""
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: invalid TrainingRun spec:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across walk-forward's worker processes
+        return (type(self), (self.source, self.problems))
+
+
+def cluster_problems(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
+    """What a run needs in a cluster beyond the model (the operator checks this before it creates a Job):
+    checkpoints in S3, since a pod's own filesystem (a path, ``file://``) is lost with every retry."""
+    uri = spec.checkpoint.uri
+    if uri and not S3_URI_RE.match(uri):
+        return [
+            f"{prefix}.checkpoint.uri: {uri!r} is the pod's own filesystem, lost with the pod (every retry would "
+            "start over); in a cluster use s3://bucket/prefix, or leave it empty for the operator's prefix"
+        ]
+    return []
 
 
 def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
@@ -305,6 +413,14 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+# What a pattern means, for the messages of the patterns whose regex alone says little to a reader.
+_PATTERN_HINTS = {
+    DURATION_PATTERN: "a duration such as 90s, 15m or 1h30m",
+    S3_ENDPOINT_PATTERN: "a URL such as http://minio.minio:9000 (scheme and host, no credentials)",
+    r"^\d{4}-\d{2}-\d{2}$": "a date YYYY-MM-DD",
+}
+
+
 def format_errors(
     err: ValidationError, model: type[BaseModel] = TrainingRunSpec, prefix: str = "spec"
 ) -> list[str]:
@@ -318,8 +434,13 @@ def format_errors(
             msg = "unknown field" + (f"; allowed: {allowed}" if allowed else "")
         elif e["type"] == "literal_error":
             msg = msg.replace("Input should be", "must be one of")
+        elif e["type"] == "value_error":  # the validators' own messages name the value and what is allowed
+            msg = msg.removeprefix("Value error, ")
         elif "input" in e and not isinstance(e["input"], dict | list):
             msg = f"{msg} (got {e['input']!r})"
+            hint = _PATTERN_HINTS.get(str((e.get("ctx") or {}).get("pattern", "")))
+            if hint:
+                msg += f"; expected {hint}"
         lines.append(f"{loc}: {msg}")
     return lines
 
@@ -335,9 +456,21 @@ def load_manifest(path: str | Path) -> tuple[str, TrainingRunSpec]:
     """Read a TrainingRun manifest (YAML) and return ``(metadata.name, spec)``; raises SpecError."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(str(p), ["file not found"]) from None
+    except IsADirectoryError:
+        raise SpecError(str(p), ["is a directory; give the manifest file (YAML or JSON)"]) from None
+    except PermissionError:
+        raise SpecError(str(p), ["permission denied"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            str(p),
+            [
+                f"not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8); "
+                "a manifest is YAML or JSON"
+            ],
+        ) from None
     return parse_manifest(text, str(p))
 
 
@@ -357,8 +490,10 @@ def parse_manifest(text: str, source: str) -> tuple[str, TrainingRunSpec]:
     name = (doc.get("metadata") or {}).get("name")
     if not name or not re.match(DNS_LABEL_PATTERN, str(name)):
         problems.append(f"metadata.name: must be a DNS label such as sol-tft (got {name!r})")
-    if not isinstance(doc.get("spec"), dict):
+    if doc.get("spec") is None:
         problems.append("spec: missing")
+    elif not isinstance(doc.get("spec"), dict):
+        problems.append(f"spec: must be an object, not {type(doc['spec']).__name__}")
     if problems:
         raise SpecError(source, problems)
     return str(name), parse_spec(doc["spec"], source)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from trainer.errors import ConfigError, StorageUnavailable
+
 S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _CREDENTIAL_CODES = frozenset(
     {
@@ -38,14 +40,26 @@ _CREDENTIAL_CODES = frozenset(
 )
 _MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
 _MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_USERINFO_RE = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#@]*@)")
+ENDPOINT_RE = re.compile(r"^https?://[^\s/@?#]+(?::\d+)?(?:/\S*)?$")
 
 
-class StorageError(Exception):
-    """Base of every storage failure; the message is safe to log (no credentials)."""
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``: every URL the project prints goes through here."""
+    return _USERINFO_RE.sub(r"\g<scheme>***@", url)
 
 
-class MalformedURIError(StorageError, ValueError):
-    """A URI that is neither a local path nor ``s3://bucket/prefix``."""
+class StorageError(StorageUnavailable):
+    """Base of every failure of storage that exists but cannot be used now (exit 3, retried); the message is
+    safe to log (no credentials)."""
+
+
+class MalformedURIError(ConfigError, ValueError):
+    """A URI that is neither a local path nor ``s3://bucket/prefix`` (a typo: exit 2, never retried)."""
+
+
+class InvalidEndpointError(ConfigError, ValueError):
+    """An S3 endpoint that is not ``http(s)://host[:port]``; the message names where it came from."""
 
 
 class BucketNotFoundError(StorageError):
@@ -77,20 +91,38 @@ class ParsedURI:
     key: str
 
 
+def check_endpoint(endpoint: str, source: str) -> str:
+    """``endpoint`` if it is ``http(s)://host[:port][/path]``; else InvalidEndpointError naming ``source`` (the
+    flag, field or variable it came from). Credentials in the URL are refused: they belong in the boto3 chain."""
+    shown = redact_url(endpoint)
+    if _USERINFO_RE.match(endpoint):
+        raise InvalidEndpointError(
+            f"{source} {shown!r}: credentials in the URL are not used and would be logged; give them as "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the run's s3CredentialsSecret)"
+        )
+    if not ENDPOINT_RE.match(endpoint):
+        raise InvalidEndpointError(
+            f"{source} {shown!r}: expected a URL with a scheme such as http://127.0.0.1:9000 or "
+            "https://s3.example.com"
+        )
+    return endpoint
+
+
 def parse_uri(uri: str) -> ParsedURI:
     """Split ``s3://bucket/key`` or a local path (``file://`` allowed); anything else is MalformedURIError."""
     if not isinstance(uri, str) or not uri.strip():
         raise MalformedURIError(f"malformed URI {uri!r}: expected a local path or s3://bucket/prefix")
+    shown = redact_url(uri)
     if uri.startswith("s3:") or uri.startswith("S3:"):
         m = S3_URI_RE.match(uri)
         if not m:
-            raise MalformedURIError(f"malformed URI {uri!r}: expected s3://bucket/prefix")
+            raise MalformedURIError(f"malformed URI {shown!r}: expected s3://bucket/prefix")
         return ParsedURI("s3", m.group("bucket"), (m.group("key") or "").strip("/"))
     if uri.startswith("file://"):
         return ParsedURI("file", "", uri[len("file://") :])
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", uri):
         raise MalformedURIError(
-            f"malformed URI {uri!r}: only local paths and s3://bucket/prefix are supported"
+            f"malformed URI {shown!r}: only local paths and s3://bucket/prefix are supported"
         )
     return ParsedURI("file", "", uri)
 
@@ -157,6 +189,14 @@ class LocalStorage:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{self.uri_for(key)} does not exist") from None
+        except IsADirectoryError:
+            raise ObjectNotFoundError(f"{self.uri_for(key)} is a directory, not a file") from None
+        except NotADirectoryError:
+            raise ObjectNotFoundError(
+                f"{self.uri_for(key)} does not exist (a part of that path is a file, not a directory)"
+            ) from None
+        except PermissionError:
+            raise StorageError(f"cannot read {self.uri_for(key)}: permission denied") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -217,13 +257,26 @@ class S3Storage:
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        env_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        self.endpoint_label = endpoint or env_endpoint or "AWS S3"
+        env_name = next((v for v in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") if os.environ.get(v)), None)
+        env_endpoint = os.environ[env_name] if env_name else None
+        if endpoint:
+            check_endpoint(endpoint, "S3 endpoint")
+        elif env_name and env_endpoint:
+            check_endpoint(env_endpoint, f"${env_name}")
+        self.endpoint_label = redact_url(endpoint or env_endpoint or "AWS S3")
         # boto3 sessions are not thread-safe; clients are. Build the client once, here.
         config = _client_config(
             max_attempts, connect_timeout, read_timeout, retry_mode, path_style=bool(endpoint or env_endpoint)
         )
-        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=config)
+        try:
+            self.client: Any = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint or None, config=config
+            )
+        except ValueError as exc:  # botocore's "Invalid endpoint: ...", after the checks above: say which
+            raise InvalidEndpointError(
+                f"S3 endpoint {self.endpoint_label!r} refused by botocore ({type(exc).__name__}); expected "
+                "a URL such as http://127.0.0.1:9000"
+            ) from None
 
     @property
     def root_uri(self) -> str:
@@ -351,7 +404,9 @@ def _split_object(uri: str, endpoint: str | None) -> tuple[Storage, str]:
     parsed = parse_uri(uri)
     if parsed.scheme == "s3":
         if not parsed.key or parsed.key.endswith("/"):
-            raise MalformedURIError(f"malformed URI {uri!r}: expected s3://bucket/key of an object")
+            raise MalformedURIError(
+                f"malformed URI {redact_url(uri)!r}: expected s3://bucket/key of an object"
+            )
         return S3Storage(parsed.bucket, "", endpoint), parsed.key
     path = Path(parsed.key)
     return LocalStorage(path.parent), path.name

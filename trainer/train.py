@@ -25,33 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer import exitcodes
+from trainer import rng
 from trainer.cuda_graph import GraphedStep
-from trainer.dataset import Split
+from trainer.dataset import Split, empty_windows
 from trainer.engine import build_model, predict_scaled, seed_everything
+from trainer.errors import NaNLoss, Preempted
 from trainer.model import QuantileLoss, TemporalFusionTransformer
-from trainer.rng import rng_state, set_rng_state
 from trainer.spec import TrainingRunSpec
+from trainer.status import EpochStats
 
-
-class TrainingAborted(RuntimeError):
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass
-class EpochStats:
-    epoch: int
-    total_epochs: int
-    train_loss: float
-    val_loss: float
-    val_mase: float
-    samples_per_second: float
-    best_val_loss: float
-    best_epoch: int
-    seconds: float
-    checkpoint: str | None = None
+__all__ = ["EpochStats", "LoopState", "StopFlag", "Trainer", "best_model", "lr_at"]
 
 
 @dataclass
@@ -79,10 +62,18 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop finishes its current step, checkpoints and leaves."""
+    """Set by SIGTERM/SIGINT: the loop finishes its current step, checkpoints and leaves with ``preempted()``.
 
-    def __init__(self) -> None:
+    ``with StopFlag(on_stop) as stop:`` installs the handlers for the block and restores the old ones after;
+    leaving the block by the ``Preempted`` error runs ``on_stop(signum)`` first (the run waits for its
+    uploads there), which makes it the one way out on a signal. After ``at_once()`` -- no loop left to finish
+    a step -- a signal raises that exception wherever the run is."""
+
+    def __init__(self, on_stop: Callable[[int | None], None] | None = None) -> None:
         self.signum: int | None = None
+        self.on_stop = on_stop
+        self._at_once = False
+        self._restore: Callable[[], None] | None = None
 
     def install(self) -> Callable[[], None]:
         old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -91,6 +82,9 @@ class StopFlag:
             if self.signum is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C means now
             self.signum = signum
+            if self._at_once:
+                self._at_once = False  # once: a second signal while the uploads finish is ignored
+                raise self.preempted()
 
         for s in old:
             signal.signal(s, handler)
@@ -100,6 +94,29 @@ class StopFlag:
                 signal.signal(s, h)
 
         return restore
+
+    def preempted(self) -> Preempted:
+        return Preempted("stopped by signal")
+
+    def at_once(self) -> None:
+        """From now on a signal leaves at once; one that came already leaves now."""
+        if self:
+            raise self.preempted()
+        self._at_once = True
+
+    def __enter__(self) -> StopFlag:
+        self._restore = self.install()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        self._at_once = False
+        try:
+            preempted = isinstance(exc, Preempted)
+            if preempted and self.on_stop is not None:
+                self.on_stop(self.signum)
+        finally:
+            if self._restore is not None:
+                self._restore()
 
     def __bool__(self) -> bool:
         return self.signum is not None
@@ -111,6 +128,7 @@ class Trainer:
         self.device = device
         t = spec.training
         seed_everything(t.seed)
+        rng.PYTHON.seed(t.seed)  # the trainer's own Python generator (libraries draw from the global one)
         self.model: TemporalFusionTransformer = build_model(spec).to(device)
         self.criterion = QuantileLoss(spec.model.quantiles).to(device)
         self.train = split.train.to(device)
@@ -156,7 +174,7 @@ class Trainer:
             "ema": list(self.ema) if self.ema is not None else None,
             "best_model": self.best_weights,
             "loop": self.loop.to_dict(),
-            "rng": rng_state(),
+            "rng": rng.rng_state(),
             "calibration": self.calibration,
             "config": config,
         }
@@ -170,7 +188,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.loop = LoopState(**state["loop"])
         self.calibration = state.get("calibration")
-        set_rng_state(state["rng"])
+        rng.set_rng_state(state["rng"])
 
     # --- one epoch ---------------------------------------------------------------------------------------------
     def _set_lr(self) -> None:
@@ -181,17 +199,27 @@ class Trainer:
             else:
                 group["lr"] = lr
 
-    def _eager_step(self, idx: torch.Tensor) -> torch.Tensor:
-        w = self.train
-        pred = self.model(w.observed[idx], w.known[idx], self.epoch_symbols[idx])  # (B, H, Q)
-        loss = self.objective(pred, w.target[idx])
-        self.optimizer.zero_grad(set_to_none=True)
+    def train_step(
+        self, observed: torch.Tensor, known: torch.Tensor, symbols: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """One optimiser step on a batch: the body run eagerly on CPU and captured as a CUDA graph on GPU.
+
+        Gradients are zeroed in place (not set to None) so that a captured graph keeps their addresses; adding
+        a gradient to zeros is exact, so the eager result is the same either way."""
+        self.optimizer.zero_grad(set_to_none=False)
+        pred = self.model(observed, known, symbols)  # (B, H, Q)
+        loss = self.objective(pred, target)
         torch.autograd.backward(loss)
         self.clip_gradients()
         self.optimizer.step()
         self.update_ema()
         out: torch.Tensor = loss.detach()
         return out
+
+    def batch_sources(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What a batch is indexed from: (observed, known, this epoch's symbols, target)."""
+        w = self.train
+        return w.observed, w.known, self.epoch_symbols, w.target
 
     @torch.no_grad()
     def clip_gradients(self) -> None:
@@ -202,6 +230,14 @@ class Trainer:
             return
         total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         torch._foreach_mul_(grads, torch.clamp(self.spec.training.grad_clip / (total + 1e-6), max=1.0))
+
+    def release_training_state(self) -> None:
+        """Drop what only training needs (the training windows, the optimizer state, the CUDA graph) once the
+        final checkpoint is serialised; the model, the best weights and the validation windows stay."""
+        self.train = empty_windows(self.train.observed.shape[1], self.spec.data.horizon).to(self.device)
+        self.epoch_symbols = self.train.symbol
+        self.optimizer.state.clear()
+        self._graph = None
 
     def objective(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Pinball loss plus a ridge penalty pulling the median towards the prior (a zero scaled return)."""
@@ -254,11 +290,18 @@ class Trainer:
         B = self.batch_size
         loss_sum = torch.tensor(self.loop.train_loss_sum, device=self.device)
         if self.device.type == "cuda" and self.cuda_graph and self._graph is None:
-            self._graph = GraphedStep(self)
+            ema = self.ema or []
+            self._graph = GraphedStep(
+                self.train_step, self.batch_sources(), B, self.model, self.optimizer, ema
+            )
+        sources = self.batch_sources()
         for b in range(self.loop.batch, self.batches_per_epoch):
             idx = perm[b * B : (b + 1) * B]
             self._set_lr()
-            loss = self._graph.step(idx) if self._graph is not None else self._eager_step(idx)
+            if self._graph is not None:
+                loss = self._graph.step(idx, sources)
+            else:
+                loss = self.train_step(*(t[idx] for t in sources))
             loss_sum += loss
             self.loop.step += 1
             self.loop.batch = b + 1
@@ -283,10 +326,9 @@ class Trainer:
         val_loss, val_mase = self.evaluate()
         train_loss = self.loop.train_loss_sum / max(1, self.batches_per_epoch)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise TrainingAborted(
+            raise NaNLoss(
                 f"loss became {train_loss if not math.isfinite(train_loss) else val_loss} at epoch "
-                f"{self.loop.epoch + 1}; lower training.learningRate or training.gradClip",
-                exitcodes.NAN_LOSS,
+                f"{self.loop.epoch + 1}; lower training.learningRate or training.gradClip"
             )
         self.loop.epoch += 1
         self.loop.batch = 0

@@ -13,6 +13,7 @@ of the process's torch threads); the folds are independent, so the result does n
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -44,7 +45,9 @@ class FoldResult:
     actual: np.ndarray  # (N, H)
     last_close: np.ndarray  # (N,)
     median: str
+    band: str
     epochs: int
+    train_seconds: float
 
 
 def parse_days(text: str) -> int:
@@ -120,7 +123,9 @@ def run_fold(
     from trainer.baselines import baseline_bands
 
     torch.set_num_threads(threads)
+    t0 = time.perf_counter()
     fc, epochs = train_before(spec, candles, fold.start)
+    train_seconds = time.perf_counter() - t0
     frame = target.frame
     w = fold_windows(fc, frame, fold, target.symbol)
     if len(w) == 0:
@@ -130,9 +135,11 @@ def run_fold(
     origins = frame.index.get_indexer(w.origin)
     fit_end = int(frame.index.searchsorted(fold.start))
     bands = baseline_bands(frame["close"].to_numpy(), origins, w.target.shape[1], fc.quantiles, fit_end)
-    median = fc.calibration.median if fc.calibration else "learned"
+    cal = fc.calibration
+    assert cal is not None  # train_before always calibrates
+    prices = fc.prices(w, recalibrate=recalibrate)
     return FoldResult(
-        fold, fc.prices(w, recalibrate=recalibrate), bands, w.future_close, w.last_close, median, epochs
+        fold, prices, bands, w.future_close, w.last_close, cal.median, cal.band, epochs, train_seconds
     )
 
 
@@ -145,7 +152,9 @@ def fold_row(r: FoldResult, quantiles: list[float]) -> dict[str, Any]:
         "end": str(r.fold.end.date()),
         "train_end": str((r.fold.start - pd.Timedelta(days=1)).date()),
         "median": r.median,
+        "band": r.band,
         "epochs": r.epochs,
+        "train_seconds": round(r.train_seconds, 2),
         **{k: m[k] for k in keep},
     }
 
@@ -217,6 +226,7 @@ def walk_forward(
         "refit_every_days": refit_every_days,
         "recalibrated": recalibrate,
         "median_learned_folds": sum(r.median == "learned" for r in results),
+        "band_learned_folds": sum(r.band == "learned" for r in results),
         "filled_days": target.filled_days,
     }
     return out

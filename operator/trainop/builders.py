@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from trainer import exitcodes
-from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, SpecError, TrainingRunSpec
+from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, SpecError, TrainingRunSpec, cluster_problems
 
 from .conditions import TRAINER_CONTAINER
 from .runs import MAX_LABEL, Run, parse_run
@@ -68,6 +68,9 @@ def resolve(run: Run, settings: Settings) -> TrainingRunSpec:
     """The run's spec with ``checkpoint.uri`` resolved (``<TRAINOP_CHECKPOINT_PREFIX>/<ns>/<name>``); raises
     SpecError naming fields (the run's own parse error first)."""
     spec = run.valid()
+    problems = cluster_problems(spec)
+    if problems:
+        raise SpecError(f"TrainingRun {run.name}", problems)
     if spec.checkpoint.uri:
         return spec
     if not settings.checkpoint_prefix:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from trainer import exitcodes
+from trainer.status import TrainingRunStatus
 
 JOB_CREATED = "JobCreated"
 RUNNING = "Running"
@@ -26,7 +27,6 @@ STALLED = "Stalled"
 SUSPENDED = "Suspended"
 
 PENDING = "Pending"
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 
 TRAINER_CONTAINER = "trainer"
 
@@ -320,10 +320,15 @@ def apply_updates(
 # --- stall detection ----------------------------------------------------------------------------------------
 
 
-def last_activity(status: Mapping[str, Any]) -> datetime | None:
+def _parsed(status: Mapping[str, Any] | TrainingRunStatus) -> TrainingRunStatus:
+    return status if isinstance(status, TrainingRunStatus) else TrainingRunStatus.parse(status)
+
+
+def last_activity(status: Mapping[str, Any] | TrainingRunStatus) -> datetime | None:
     """The later of the trainer's last progress report and the moment the run became Running."""
-    progress = parse_time((status.get("progress") or {}).get("lastProgressTime"))
-    running = get_condition(status.get("conditions"), RUNNING)
+    parsed = _parsed(status)
+    progress = parse_time(parsed.progress.last_progress_time if parsed.progress else None)
+    running = get_condition(parsed.condition_list(), RUNNING)
     since = (
         parse_time(str(running.get("lastTransitionTime")))
         if running and running.get("status") == "True"
@@ -334,10 +339,11 @@ def last_activity(status: Mapping[str, Any]) -> datetime | None:
 
 
 def stall_update(
-    status: Mapping[str, Any], timeout_seconds: float, now: datetime
+    status: Mapping[str, Any] | TrainingRunStatus, timeout_seconds: float, now: datetime
 ) -> tuple[str, str, str, str] | None:
     """The Stalled condition update the timer should write, or None when nothing changes."""
-    conditions = status.get("conditions") or []
+    status = _parsed(status)
+    conditions = status.condition_list()
     stalled = is_true(conditions, STALLED)
     if derive_phase(conditions) != RUNNING:
         if stalled:

@@ -1,14 +1,15 @@
-"""The TrainingRun CustomResourceDefinition, generated from the trainer's pydantic spec model.
+"""The TrainingRun CustomResourceDefinition, generated from the pydantic spec and status models.
 
 Why generate: the API server must refuse exactly what ``trainer.spec.TrainingRunSpec`` refuses, with the same
 bounds, enums, patterns and defaults, so a bad spec fails at ``kubectl apply`` with the field's name instead
 of in a pod. pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3.0 schema, so this
 module inlines ``$ref``s, turns ``anyOf [X, null]`` into ``nullable``, ``int | str`` into
 ``x-kubernetes-int-or-string`` and numeric ``exclusiveMinimum`` into the boolean form, and adds CEL rules for
-the cross-field checks the model does in validators. ``manifests/crd.yaml`` and the chart's ``crds/`` are this
-output (a test keeps them equal).
+the cross-field checks the model does in validators. The status subresource's schema comes the same way from
+``trainer.status.TrainingRunStatus``, the model the trainer and the operator write and read the status with.
+``manifests/crd.yaml`` and the chart's ``crds/`` are this output (a test keeps them equal).
 
-Run ``python -m trainop.crd > manifests/crd.yaml`` after changing the spec model.
+Run ``scripts/sync_manifests.py`` (or ``python -m trainop.crd > manifests/crd.yaml``) after changing a model.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import yaml
 from pydantic import BaseModel
 
 from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, TrainingRunSpec
-
-CONDITION_TYPES = ["JobCreated", "Running", "Succeeded", "Failed", "Stalled", "Suspended"]
-PHASES = ["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+from trainer.status import TrainingRunStatus
 
 # Cross-field rules the pydantic validators enforce, in CEL for the API server.
 CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
@@ -76,8 +75,8 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
             raise ValueError(f"cannot express anyOf {options} structurally")
         if nullable:
             node["nullable"] = True
-        if node.get("default", ...) is None:
-            node.pop("default")
+    if node.get("default", ...) is None:
+        node.pop("default")  # "no default": a null default would make the API server write nulls
     if "const" in node:
         node["enum"] = [node.pop("const")]
     for bound in ("exclusiveMinimum", "exclusiveMaximum"):
@@ -130,75 +129,12 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
-def _obj(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": props, **extra}
-
-
-_NUM = {"type": "number", "nullable": True}
-_INT = {"type": "integer", "nullable": True}
-_STR = {"type": "string", "nullable": True}
-_TIME = {"type": "string", "format": "date-time", "nullable": True}
-
-
 def status_schema() -> dict[str, Any]:
-    condition = _obj(
-        {
-            "type": {"type": "string", "enum": CONDITION_TYPES},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "observedGeneration": {"type": "integer"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-            "reason": {"type": "string", "maxLength": 1024},
-            "message": {"type": "string", "maxLength": 32768},
-        },
-        required=["type", "status", "lastTransitionTime", "reason", "message"],
-    )
-    return _obj(
-        {
-            "observedGeneration": {"type": "integer"},
-            "phase": {"type": "string", "enum": PHASES},
-            "reason": _STR,
-            "message": _STR,
-            "conditions": {
-                "type": "array",
-                "items": condition,
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            },
-            "jobName": _STR,
-            "startTime": _TIME,
-            "completionTime": _TIME,
-            "restarts": {"type": "integer"},
-            "progress": _obj(
-                {
-                    "epoch": _INT,
-                    "totalEpochs": _INT,
-                    "trainLoss": _NUM,
-                    "valLoss": _NUM,
-                    "valMase": _NUM,
-                    "bestValLoss": _NUM,
-                    "bestEpoch": _INT,
-                    "samplesPerSecond": _NUM,
-                    "etaSeconds": _NUM,
-                    "lastProgressTime": _TIME,
-                }
-            ),
-            "checkpoint": _obj({"latest": _STR, "best": _STR, "epoch": _INT}),
-            "metrics": _obj(
-                {
-                    "valMae": _NUM,
-                    "valMase": _NUM,
-                    "coverage80": _NUM,
-                    "pinball": _NUM,
-                    "baselinePinball": _NUM,
-                    "bestEpoch": _INT,
-                    "wallSeconds": _NUM,
-                    "parameters": _INT,
-                }
-            ),
-            # kopf keeps its own handler bookkeeping under status.kopf when no annotations storage is used.
-            "kopf": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        }
-    )
+    """The status subresource's schema, generated from ``trainer.status.TrainingRunStatus``."""
+    raw = TrainingRunStatus.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
+    schema["type"] = "object"
+    return schema
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -216,8 +152,6 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def build_crd() -> dict[str, Any]:
     status = status_schema()
-    # "41/100" cannot be computed by a JSONPath, so the writer of progress also sets this display string.
-    status["properties"]["progress"]["properties"]["epochDisplay"] = _STR
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -261,7 +195,7 @@ def build_crd() -> dict[str, Any]:
 
 
 def render() -> str:
-    header = "# Generated by `python -m trainop.crd` from trainer/spec.py. Do not edit by hand.\n"
+    header = "# Generated by `python -m trainop.crd` from trainer/spec.py and trainer/status.py. Do not edit by hand.\n"
     return header + yaml.dump(build_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=120)
 
 

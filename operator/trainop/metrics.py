@@ -26,7 +26,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .conditions import PENDING, PENDING_METRIC_REASONS, PHASES, STALLED, is_true, parse_time
+from trainer.status import PHASES, Progress, TrainingRunStatus
+
+from .conditions import PENDING, PENDING_METRIC_REASONS, STALLED, is_true, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +125,12 @@ def _drop(gauge: Gauge, key: tuple[str, str], keep: set[tuple[str, ...]] | None 
 def observe_run(body: Mapping[str, Any], symbol: str) -> None:
     """Set a run's gauges from its status (phase, reasons, progress); ``symbol`` from the parsed spec."""
     meta = body.get("metadata") or {}
-    status = body.get("status") or {}
+    status = TrainingRunStatus.parse(body.get("status"))
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
     key = (namespace, name)
     run = (namespace, name, symbol)
-    phase = str(status.get("phase") or PENDING)
-    reason = str(status.get("reason") or "")
+    phase = status.phase or PENDING
+    reason = status.reason or ""
     _drop(PHASE, key, {(*run, p) for p in PHASES})
     for p in PHASES:
         _set(PHASE, key, (*run, p), 1.0 if p == phase else 0.0)
@@ -143,14 +145,18 @@ def observe_run(body: Mapping[str, Any], symbol: str) -> None:
     for values in pending:
         _set(PENDING_INFO, key, values, 1.0)
     _drop(STALLED_GAUGE, key, {run})
-    _set(STALLED_GAUGE, key, run, 1.0 if is_true(status.get("conditions"), STALLED) else 0.0)
-    progress = status.get("progress") or {}
-    for gauge, field in ((EPOCH, "epoch"), (VAL_LOSS, "valLoss"), (BEST_VAL_LOSS, "bestValLoss")):
+    _set(STALLED_GAUGE, key, run, 1.0 if is_true(status.condition_list(), STALLED) else 0.0)
+    progress = status.progress or Progress()
+    for gauge, value in (
+        (EPOCH, progress.epoch),
+        (VAL_LOSS, progress.val_loss),
+        (BEST_VAL_LOSS, progress.best_val_loss),
+    ):
         _drop(gauge, key, {run})
-        if isinstance(progress.get(field), int | float):
-            _set(gauge, key, run, float(progress[field]))
+        if value is not None:
+            _set(gauge, key, run, float(value))
     _drop(LAST_PROGRESS, key, {run})
-    last = parse_time(progress.get("lastProgressTime"))
+    last = parse_time(progress.last_progress_time)
     if last is not None:
         _set(LAST_PROGRESS, key, run, last.timestamp())
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trainer.spec import DURATION_PATTERN, S3_URI_RE
+from trainer.spec import DURATION_PATTERN, S3_ENDPOINT_PATTERN, S3_URI_RE
 
 DEFAULT_IMAGE = "ghcr.io/crypto-price-predictor/trainer:0.1.0"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -73,14 +73,24 @@ class Settings(BaseSettings):
         if not v:
             return None
         v = v.rstrip("/")
-        if v.startswith("s3:") and not S3_URI_RE.match(v):
-            raise ValueError(f"'{v}' is not an S3 URI such as s3://bucket/prefix")
+        if not S3_URI_RE.match(v):  # a path would be each pod's own filesystem, lost with the pod
+            raise ValueError(
+                f"'{v}' is not an S3 URI such as s3://bucket/prefix (checkpoints must outlive pods)"
+            )
         return v
 
     @field_validator("s3_endpoint", "s3_secret_name", "peering", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return v or None
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        # Every Job gets it as AWS_ENDPOINT_URL: a bad one would fail every run in its pod instead of here.
+        if v is not None and not re.match(S3_ENDPOINT_PATTERN, v):
+            raise ValueError(f"'{v}' is not an endpoint URL such as http://minio.minio:9000")
+        return v
 
     @property
     def stall_timeout_seconds(self) -> float:

@@ -3,7 +3,8 @@
 Why separate from ``conditions``: this is where "what changed" is decided -- the patch carries only fields
 that differ (no write when nothing changed, which keeps 1,000 runs cheap) and each user-visible transition
 yields exactly one Event (Failed/NaNLoss, Pending/Unschedulable, Stalled...), however often a Job or pod event
-is re-delivered."""
+is re-delivered. The current status is read, and the patch made, through the shared model
+``trainer.status.TrainingRunStatus``, so a key the operator writes is the key the CRD and the trainer know."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from trainer.spec import TrainingRunSpec
+from trainer.status import TrainingRunStatus
 
 from .conditions import (
     FAILED,
@@ -30,6 +32,7 @@ from .conditions import (
 )
 
 Update = tuple[str, str, str, str]
+_STATUS_KEYS = {f.alias or name for name, f in TrainingRunStatus.model_fields.items()}
 
 
 @dataclass(frozen=True)
@@ -91,34 +94,37 @@ def compose(
     **fields: Any,
 ) -> StatusChange:
     """Apply condition updates (and plain fields such as jobName, restarts) to the run's current status."""
-    status = run.get("status") or {}
+    unknown = set(fields) - _STATUS_KEYS
+    if unknown:
+        raise TypeError(f"not fields of a TrainingRun status: {', '.join(sorted(unknown))}")
+    status = TrainingRunStatus.parse(run.get("status"))
     generation = (run.get("metadata") or {}).get("generation")
-    old_conditions = status.get("conditions") or []
+    old_conditions = status.condition_list()
     conditions = apply_updates(old_conditions, updates, now, generation)
-    phase = derive_phase(conditions)
     reason, message = phase_reason(conditions)
-    wanted: dict[str, Any] = {
-        "conditions": conditions,
-        "phase": phase,
-        "reason": reason,
-        "message": message,
-        **{k: v for k, v in fields.items() if v is not None},
-    }
-    if generation is not None:
-        wanted["observedGeneration"] = generation
-    patch = {k: v for k, v in wanted.items() if status.get(k) != v}
+    wanted = TrainingRunStatus.model_validate(
+        {
+            "conditions": conditions,
+            "phase": derive_phase(conditions),
+            "reason": reason,
+            "message": message,
+            **{k: v for k, v in fields.items() if v is not None},
+            **({"observedGeneration": generation} if generation is not None else {}),
+        }
+    )
+    current = status.dump()
+    patch = {k: v for k, v in wanted.dump().items() if current.get(k) != v}
     events = _events(old_conditions, conditions)
-    old_restarts = int(status.get("restarts") or 0)
-    if int(fields.get("restarts") or 0) > old_restarts:
+    old_restarts = status.restarts or 0
+    if (wanted.restarts or 0) > old_restarts:
         events.append(
             Event(
                 "Warning",
                 "Restarted",
-                f"an attempt failed; restarts: {fields['restarts']} (resuming from the last checkpoint)",
+                f"an attempt failed; restarts: {wanted.restarts} (resuming from the last checkpoint)",
             )
         )
-    old_phase = status.get("phase")
-    return StatusChange(patch, events, str(old_phase) if old_phase else None, phase, reason)
+    return StatusChange(patch, events, status.phase, wanted.phase or "Pending", reason)
 
 
 def observe(
@@ -136,7 +142,8 @@ def observe(
     obs = job_to_conditions(job, pods, spec_suspend=spec_suspend)
     updates = list(obs.updates)
     finished = any(u[0] in (SUCCEEDED, FAILED) and u[1] == "True" for u in updates)
-    if finished and get_condition((run.get("status") or {}).get("conditions"), STALLED) is not None:
+    conditions = TrainingRunStatus.parse(run.get("status")).condition_list()
+    if finished and get_condition(conditions, STALLED) is not None:
         updates.append((STALLED, "False", "NotRunning", "the run finished"))
     return compose(
         run,

@@ -1,6 +1,7 @@
 """Run the emulator: in a subprocess for the test session (``python -m tests.kubeemu.server``), or in a
 background thread for in-process use. The subprocess keeps the API off the test process's GIL and event
-loops (kopf runs its own) and dies with the session; it prints ``READY <port>`` once it listens.
+loops (kopf runs its own) and dies with the session; it prints ``READY <port>`` once it listens, after writing
+the kubeconfig that ``--kubeconfig PATH`` asks for (so a script may use the file as soon as it reads READY).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ async def serve(
     ready: threading.Event | None = None,
     stop: asyncio.Event | None = None,
     holder: list[ApiEmulator] | None = None,
+    kubeconfig: pathlib.Path | None = None,
 ) -> None:
     async with ApiEmulator() as emulator, kmock.Server(emulator, host="127.0.0.1", port=port) as server:
         if holder is not None:
             holder.append(emulator)
+        if kubeconfig is not None:
+            write_kubeconfig(kubeconfig, f"http://127.0.0.1:{server.port}")
         print(f"READY {server.port}", flush=True)
         if ready is not None:
             ready.set()
@@ -108,19 +112,13 @@ def emulator_thread() -> Iterator[tuple[str, ApiEmulator]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Kubernetes API emulator for tests (127.0.0.1 only).")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--kubeconfig", type=pathlib.Path, help="also write a kubeconfig here")
+    parser.add_argument(
+        "--kubeconfig", type=pathlib.Path, help="also write a kubeconfig for it here (before READY)"
+    )
     args = parser.parse_args()
     if args.kubeconfig:
-        print("the kubeconfig is written once the port is known", file=sys.stderr)
-
-    async def run() -> None:
-        ready = threading.Event()
-        task = asyncio.create_task(serve(args.port, ready))
-        while not ready.is_set():
-            await asyncio.sleep(0.01)
-        await task
-
-    asyncio.run(run())
+        print(f"writing the kubeconfig to {args.kubeconfig} once the port is known", file=sys.stderr)
+    asyncio.run(serve(args.port, kubeconfig=args.kubeconfig))
 
 
 if __name__ == "__main__":
