@@ -158,7 +158,9 @@ def _resolve_spec(args: argparse.Namespace) -> tuple[str, TrainingRunSpec]:
         else:
             symbols = None
         doc = {"symbol": args.symbol, "symbols": symbols, "data": {"uri": args.data}}
-        name = f"{args.symbol.lower()}-tft"
+        name = (
+            f"{args.symbol.lower()}-train"  # not run's sol-tft: the two must not resume each other's output
+        )
     _apply_overrides(doc, args)
     return name, parse_spec(doc, "spec (after command-line overrides)")
 

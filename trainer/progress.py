@@ -75,6 +75,19 @@ class Progress:
                 checkpoint=s.checkpoint,
             )
 
+    def stopped_early(self, epoch: int, best_epoch: int) -> None:
+        """Early stopping ended the run before its last epoch: the bar ends full (no ETA left) and one line
+        says where it stopped."""
+        if self.bar is not None:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+        self.log(
+            "stopped_early",
+            message=f"stopped early at epoch {epoch} (best {best_epoch})",
+            epoch=epoch,
+            best_epoch=best_epoch,
+        )
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

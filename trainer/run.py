@@ -144,6 +144,8 @@ class _Run:
                 self.on_epoch(stats)
                 if stop:  # it came during validation: this epoch's checkpoint is the one to resume from
                     raise stop.preempted()
+            if t.loop.epoch < self.spec.training.epochs:
+                self.progress.stopped_early(t.loop.epoch, t.loop.best_epoch)
         finally:
             self.progress.close()
 

@@ -433,7 +433,7 @@ def format_errors(
             allowed = _allowed(model, tuple(e["loc"]))
             msg = "unknown field" + (f"; allowed: {allowed}" if allowed else "")
         elif e["type"] == "literal_error":
-            msg = msg.replace("Input should be", "must be one of")
+            msg = msg.replace("Input should be", "must be one of") + f" (got {e.get('input')!r})"
         elif e["type"] == "value_error":  # the validators' own messages name the value and what is allowed
             msg = msg.removeprefix("Value error, ")
         elif "input" in e and not isinstance(e["input"], dict | list):
