@@ -16,9 +16,9 @@ import time
 
 import torch
 
+from trainer.api.spec import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
-from trainer.spec import parse_spec
 from trainer.train import StopFlag, Trainer
 
 

@@ -503,9 +503,9 @@ def _server_up(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def test_resume_checks_architecture(tmp_path: Path) -> None:
+    from trainer.api.spec import TrainingRunSpec
     from trainer.checkpoint import IncompatibleCheckpointError
     from trainer.dataset import FEATURES_VERSION
-    from trainer.spec import TrainingRunSpec
 
     spec = TrainingRunSpec(symbol="SOL")
     store = CheckpointStore(str(tmp_path))

@@ -14,19 +14,20 @@ from typing import Any
 import pytest
 
 from tests.trainer_helpers import SAMPLE, TINY, run_trainer
-from trainer import cli, errors, exitcodes
-from trainer.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, TrainerError
-from trainer.exitcodes import ExitCode
+from trainer import cli
+from trainer.api import errors, exitcodes
+from trainer.api.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, TrainerError
+from trainer.api.exitcodes import ExitCode
 
 
 def trainer_exception_classes() -> list[type[BaseException]]:
     """Every exception class the trainer's modules define."""
+    import trainer.api.spec
     import trainer.candles
     import trainer.checkpoint
     import trainer.checkpoint_read
     import trainer.engine
     import trainer.evaluate
-    import trainer.spec
     import trainer.storage
     import trainer.train
     import trainer.walkforward
@@ -38,7 +39,7 @@ def trainer_exception_classes() -> list[type[BaseException]]:
         trainer.checkpoint_read,
         trainer.engine,
         trainer.evaluate,
-        trainer.spec,
+        trainer.api.spec,
         trainer.storage,
         trainer.train,
         trainer.walkforward,
@@ -78,9 +79,9 @@ def test_no_class_falls_into_two_categories() -> None:
 @pytest.mark.parametrize(
     ("name", "code"),
     [
-        ("trainer.spec.SpecError", 2),
-        ("trainer.errors.UsageError", 2),
-        ("trainer.errors.DeviceUnavailable", 2),
+        ("trainer.api.spec.SpecError", 2),
+        ("trainer.api.errors.UsageError", 2),
+        ("trainer.api.errors.DeviceUnavailable", 2),
         ("trainer.storage.MalformedURIError", 2),
         ("trainer.storage.InvalidEndpointError", 2),
         ("trainer.candles.DataError", 2),
@@ -97,8 +98,8 @@ def test_no_class_falls_into_two_categories() -> None:
         ("trainer.storage.ObjectNotFoundError", 3),
         ("trainer.checkpoint.UploadDeadlineError", 3),
         ("trainer.checkpoint.FlushTimeoutError", 3),
-        ("trainer.errors.NaNLoss", 4),
-        ("trainer.errors.Preempted", 143),
+        ("trainer.api.errors.NaNLoss", 4),
+        ("trainer.api.errors.Preempted", 143),
     ],
 )
 def test_each_error_class_has_its_documented_code(name: str, code: int) -> None:
@@ -122,7 +123,7 @@ def test_a_plain_value_error_is_a_bug_not_invalid_input() -> None:
 
 def test_spec_error_survives_pickling() -> None:
     """Walk-forward trains folds in worker processes: their errors cross a pickle."""
-    from trainer.spec import SpecError
+    from trainer.api.spec import SpecError
 
     err = pickle.loads(pickle.dumps(SpecError("--refit-every", ["'x': expected a number of days"])))
     assert isinstance(err, SpecError) and err.problems == ["'x': expected a number of days"]

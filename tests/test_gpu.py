@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer.api.spec import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
 from trainer.evaluate import backtest, load_model
 from trainer.run import RunOptions, run_training
-from trainer.spec import parse_spec
 from trainer.train import StopFlag, Trainer
 
 pytestmark = [

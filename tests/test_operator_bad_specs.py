@@ -41,7 +41,7 @@ from tests.test_operator_integration import (  # noqa: F401 (fixtures)
     operator,
     wait_phase,
 )
-from trainer.spec import SpecError, cluster_problems, parse_spec
+from trainer.api.spec import SpecError, cluster_problems, parse_spec
 
 SETTINGS = Settings(checkpoint_prefix="s3://checkpoints/runs", s3_endpoint="http://minio.minio:9000")
 DIGEST = "sha256:" + "a" * 64

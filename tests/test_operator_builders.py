@@ -17,8 +17,8 @@ from trainop import builders
 from trainop.runs import parse_run
 from trainop.settings import Settings
 
-from trainer import exitcodes
-from trainer.spec import SpecError, TrainingRunSpec
+from trainer.api import exitcodes
+from trainer.api.spec import SpecError, TrainingRunSpec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"

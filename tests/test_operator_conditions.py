@@ -18,7 +18,7 @@ from trainop.runs import Run
 from trainop.stall import due
 from trainop.status import compose, observe, stall_timeout
 
-from trainer.spec import TrainingRunSpec
+from trainer.api.spec import TrainingRunSpec
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 T1 = T0 + timedelta(minutes=5)

@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from trainop import crd
 from trainop.status import compose
 
+from trainer.api.spec import TrainingRunSpec, parse_spec
+from trainer.api.status import TrainingRunStatus
 from trainer.report import StatusReporter
-from trainer.spec import TrainingRunSpec, parse_spec
-from trainer.status import TrainingRunStatus
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = sorted(

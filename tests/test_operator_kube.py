@@ -16,7 +16,7 @@ from trainop.runtime import Runtime
 from trainop.settings import Settings
 
 from tests.kubeemu.fixtures import KubeApi
-from trainer.spec import TrainingRunSpec
+from trainer.api.spec import TrainingRunSpec
 
 
 def api_error(status: int, message: str = "nope") -> ApiException:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from trainer.api.status import EpochStats
 from trainer.report import BackgroundSender, StatusReporter
-from trainer.status import EpochStats
 
 
 class FakeClock:

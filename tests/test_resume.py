@@ -21,7 +21,7 @@ from tests.trainer_helpers import (
     popen_trainer,
     run_trainer,
 )
-from trainer import exitcodes
+from trainer.api import exitcodes
 
 pytestmark = pytest.mark.slow
 

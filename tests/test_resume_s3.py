@@ -24,7 +24,7 @@ from tests.trainer_helpers import (
     trainer_cmd,
     trainer_env,
 )
-from trainer import exitcodes
+from trainer.api import exitcodes
 
 pytestmark = pytest.mark.slow
 ARGS = [*TINY, "--epochs", "4", "--set", "training.batchSize=16", "--json"]

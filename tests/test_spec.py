@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_spec
+from trainer.api.spec import SpecError, TrainingRunSpec, load_manifest, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*run*.yaml"))
@@ -118,7 +118,7 @@ def test_train_subcommand_has_the_sample_defaults() -> None:
 
 
 def test_spec_error_is_a_config_error_exit_2() -> None:
-    from trainer.errors import ConfigError
+    from trainer.api.errors import ConfigError
 
     err = SpecError("x", ["spec.symbol: bad"])
     assert isinstance(err, ConfigError) and isinstance(err, ValueError) and err.exit_code == 2
@@ -167,7 +167,7 @@ def test_cluster_fields_name_the_field_and_what_is_allowed(
 
 
 def test_checkpoint_uri_in_a_cluster_must_be_s3() -> None:
-    from trainer.spec import cluster_problems
+    from trainer.api.spec import cluster_problems
 
     for uri in ("/data/ckpt", "file:///etc", "runs/x"):
         [p] = cluster_problems(parse_spec({"symbol": "SOL", "checkpoint": {"uri": uri}}))
@@ -177,7 +177,7 @@ def test_checkpoint_uri_in_a_cluster_must_be_s3() -> None:
 
 
 def test_manifest_whose_spec_is_not_an_object() -> None:
-    from trainer.spec import parse_manifest
+    from trainer.api.spec import parse_manifest
 
     text = "apiVersion: cryptopredictor.dev/v1alpha1\nkind: TrainingRun\nmetadata: {name: x}\nspec: hello\n"
     with pytest.raises(SpecError) as info:

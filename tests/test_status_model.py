@@ -1,4 +1,4 @@
-"""``trainer.status``: the one model of a TrainingRun's status -- rounding where values are produced, merge-patch
+"""``trainer.api.status``: the one model of a TrainingRun's status -- rounding where values are produced, merge-patch
 dumps, lenient parsing of what is stored -- and the operator reading and writing through it."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from trainop import metrics
 from trainop.conditions import last_activity, stall_update
 from trainop.status import compose
 
-from trainer.status import EpochStats, Metrics, Progress, TrainingRunStatus, significant, whole
+from trainer.api.status import EpochStats, Metrics, Progress, TrainingRunStatus, significant, whole
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_parse_is_lenient_and_drops_only_what_does_not_fit() -> None:
 
 
 def test_reading_the_status_never_needs_torch() -> None:
-    code = "import sys, trainer.status, trainop.crd; print('torch' in sys.modules)"
+    code = "import sys, trainer.api.status, trainop.crd; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

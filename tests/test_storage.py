@@ -171,7 +171,7 @@ def test_unreachable_endpoint_is_clear_and_quick(s3_env: S3Server) -> None:
 
 def test_malformed_uri_is_a_config_error_not_a_storage_error() -> None:
     """A typo in a URI exits 2 (the Job fails at once), not 3 (retried)."""
-    from trainer.errors import ConfigError
+    from trainer.api.errors import ConfigError
     from trainer.storage import StorageError
 
     with pytest.raises(MalformedURIError) as info:

@@ -22,7 +22,7 @@ import torch
 
 from tests.s3server import S3Server, s3_env, s3_server  # noqa: F401
 from tests.trainer_helpers import SAMPLE, TINY, popen_trainer
-from trainer import exitcodes
+from trainer.api import exitcodes
 from trainer.checkpoint import CheckpointStore, UploadDeadlineError
 from trainer.storage import S3Storage
 

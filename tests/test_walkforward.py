@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.trainer_helpers import SAMPLE, run_trainer
+from trainer.api.spec import SpecError, parse_spec
 from trainer.candles import Candles, load_candles
-from trainer.spec import SpecError, parse_spec
 from trainer.walkforward import evaluated_spec, make_folds, parse_days, train_before
 
 TINY_SPEC = {

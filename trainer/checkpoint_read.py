@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from trainer.errors import ConfigError, InputError
-from trainer.spec import TrainingRunSpec
+from trainer.api.errors import ConfigError, InputError
+from trainer.api.spec import TrainingRunSpec
 from trainer.storage import LocalStorage, ObjectNotFoundError, Storage, StorageError, parse_uri, storage_for
 
 # The logger keeps the name of the module this code came from, so existing logging config and filters apply.

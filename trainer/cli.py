@@ -1,7 +1,7 @@
 """``python -m trainer {run,train,backtest,predict,explain}``: the same entry point on a laptop and in a pod.
 
 Errors a user can fix (a bad spec, a bad data file, unusable storage) print one readable message and exit with a
-documented code (``trainer.exitcodes``), never a traceback: the operator maps those codes to condition reasons.
+documented code (``trainer.api.exitcodes``), never a traceback: the operator maps those codes to condition reasons.
 Which error ends with which code is one table, ``exit_code_table()``; an error outside it is a bug and ends with
 a traceback and exit 1. In a terminal the last line is ``error: ...``; otherwise (or with ``--json``) it is one
 JSON object ``{"event": "error", "code": 2, "message": "..."}`` (``"stopped"`` for SIGTERM, 143), so that every
@@ -18,10 +18,10 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from trainer import exitcodes
-from trainer.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, UsageError
-from trainer.exitcodes import ExitCode
-from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_manifest, parse_spec
+from trainer.api import exitcodes
+from trainer.api.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, UsageError
+from trainer.api.exitcodes import ExitCode
+from trainer.api.spec import SpecError, TrainingRunSpec, load_manifest, parse_manifest, parse_spec
 
 
 class _Parser(argparse.ArgumentParser):

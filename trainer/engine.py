@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer.api.errors import DeviceUnavailable
+from trainer.api.spec import TrainingRunSpec
 from trainer.dataset import FEATURES_VERSION, KNOWN, OBSERVED, Windows
-from trainer.errors import DeviceUnavailable
 from trainer.model import TemporalFusionTransformer
-from trainer.spec import TrainingRunSpec
 
 
 def resolve_device(choice: str) -> torch.device:

@@ -8,7 +8,7 @@ Rules: at most one patch per ``TRAINER_STATUS_THROTTLE_SECONDS`` (default 10) --
 and sent with the next allowed patch -- plus the last pending update at ``final``/``close``; a failed patch is
 one warning line and never an exception (training goes on); in a pod the patches go out on a background thread,
 so a slow or unreachable API server never blocks an epoch; no torch import. Without ``TRAININGRUN_NAME`` (a
-local run) every method is a no-op. Every update is a ``trainer.status.TrainingRunStatus`` (which rounds what a
+local run) every method is a no-op. Every update is a ``trainer.api.status.TrainingRunStatus`` (which rounds what a
 person reads); ``with reporter:`` sends the last one however the run ends.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from trainer.spec import API_GROUP, API_VERSION, PLURAL
-from trainer.status import (
+from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
+from trainer.api.status import (
     CheckpointStatus,
     EpochStats,
     Metrics,

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.api.spec import TrainingRunSpec
+from trainer.api.status import EpochStats
 from trainer.calibrate import Calibration, fit_calibration
 from trainer.candles import Candles, load_candles
 from trainer.dataset import KNOWN, OBSERVED, WARMUP_DAYS, Split, split_windows
@@ -36,8 +38,6 @@ from trainer.engine import checkpoint_config, resolve_device, return_freed_memor
 from trainer.evaluate import Forecaster, evaluate_windows
 from trainer.model import count_parameters
 from trainer.progress import Progress, summary_table
-from trainer.spec import TrainingRunSpec
-from trainer.status import EpochStats
 from trainer.train import StopFlag, Trainer, best_model
 
 if TYPE_CHECKING:
@@ -242,7 +242,7 @@ class _Run:
 def final_metrics(
     metrics: dict[str, Any], cal: Calibration, trainer: Trainer, wall_seconds: float
 ) -> dict[str, float | int | str]:
-    """``status.metrics`` (``trainer.status.Metrics``, which rounds them) from the validation metrics."""
+    """``status.metrics`` (``trainer.api.status.Metrics``, which rounds them) from the validation metrics."""
     baselines: dict[str, dict[str, float]] = metrics["baselines"]
     return {
         "valMae": metrics["mae"],

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from trainer.errors import ConfigError, StorageUnavailable
+from trainer.api.errors import ConfigError, StorageUnavailable
 
 S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _CREDENTIAL_CODES = frozenset(

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from trainer import rng
+from trainer.api.errors import NaNLoss, Preempted
+from trainer.api.spec import TrainingRunSpec
+from trainer.api.status import EpochStats
 from trainer.cuda_graph import GraphedStep
 from trainer.dataset import Split, empty_windows
 from trainer.engine import build_model, predict_scaled, seed_everything
-from trainer.errors import NaNLoss, Preempted
 from trainer.model import QuantileLoss, TemporalFusionTransformer
-from trainer.spec import TrainingRunSpec
-from trainer.status import EpochStats
 
 __all__ = ["EpochStats", "LoopState", "StopFlag", "Trainer", "best_model", "lr_at"]
 

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.api.spec import SpecError, TrainingRunSpec
 from trainer.candles import Candles
 from trainer.dataset import Windows, make_windows, split_windows
 from trainer.evaluate import EvaluationError, Forecaster
 from trainer.metrics import forecast_metrics
-from trainer.spec import SpecError, TrainingRunSpec
 
 
 @dataclass(frozen=True)

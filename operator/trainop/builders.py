@@ -18,8 +18,16 @@ from typing import Any
 
 import kopf
 
-from trainer import exitcodes
-from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, SpecError, TrainingRunSpec, cluster_problems
+from trainer.api import exitcodes
+from trainer.api.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    PLURAL,
+    SpecError,
+    TrainingRunSpec,
+    cluster_problems,
+)
 
 from .conditions import TRAINER_CONTAINER
 from .runs import MAX_LABEL, Run, parse_run

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import kopf
 
-from trainer.spec import API_GROUP, API_VERSION, PLURAL
+from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
 
 from . import children as ch
 from . import logs, metrics, stall

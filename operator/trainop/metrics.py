@@ -26,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from trainer.status import PHASES, Progress, TrainingRunStatus
+from trainer.api.status import PHASES, Progress, TrainingRunStatus
 
 from .conditions import PENDING, PENDING_METRIC_REASONS, STALLED, is_true, parse_time
 

@@ -2,7 +2,7 @@
 
 Why it lives here, torch-free: the trainer (``python -m trainer run sol-run.yaml``), the operator (which
 validates every TrainingRun before it creates a Job) and the CRD's openAPIV3Schema (generated from this model
-by ``trainer.crd``) must agree on every field, bound and default. Importing this module must not import torch so
+by ``trainop.crd``) must agree on every field, bound and default. Importing this module must not import torch so
 that the operator image stays small.
 
 YAML uses camelCase (``learningRate``); Python uses snake_case. Unknown fields are errors (``extra="forbid"``), so
@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from trainer.errors import ConfigError
+from trainer.api.errors import ConfigError
 
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
