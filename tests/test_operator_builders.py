@@ -268,11 +268,3 @@ def test_parse_run_keeps_the_error_instead_of_raising() -> None:
     assert not_an_object.error is not None and not_an_object.error.problems[0].startswith("spec:")
     with pytest.raises(SpecError):
         not_an_object.valid()
-
-
-def test_s3_endpoint_precedence() -> None:
-    """One rule for the operator and the trainer: flag > spec.checkpoint.s3Endpoint > default > AWS."""
-    assert builders.resolve_s3_endpoint(flag="http://f", spec="http://s", default="http://d") == "http://f"
-    assert builders.resolve_s3_endpoint(spec="http://s", default="http://d") == "http://s"
-    assert builders.resolve_s3_endpoint(spec="", default="http://d") == "http://d"
-    assert builders.resolve_s3_endpoint() is None

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.api.endpoint import resolve_s3_endpoint
 from trainer.api.spec import TrainingRunSpec
 from trainer.api.status import EpochStats
 from trainer.calibrate import Calibration, fit_calibration
@@ -70,7 +71,10 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     from trainer.report import StatusReporter
 
     t0 = time.perf_counter()
-    endpoint = opts.s3_endpoint or spec.checkpoint.s3_endpoint
+    resolved = resolve_s3_endpoint(flag=opts.s3_endpoint, spec=spec.checkpoint.s3_endpoint)
+    endpoint = (
+        resolved.url if resolved else None
+    )  # None: the environment's, resolved where the client is built
     c = spec.checkpoint
     store = CheckpointStore(
         opts.output, endpoint=endpoint, keep_last=c.keep_last, upload_deadline_s=c.upload_deadline_seconds

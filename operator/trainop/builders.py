@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from trainer.api import exitcodes
+from trainer.api.endpoint import resolve_s3_endpoint
 from trainer.api.spec import (
     API_GROUP,
     API_VERSION,
@@ -99,15 +100,6 @@ def validate_run(body: Mapping[str, Any], settings: Settings) -> TrainingRunSpec
     return resolve(parse_run(body), settings)
 
 
-def resolve_s3_endpoint(
-    *, flag: str | None = None, spec: str | None = None, default: str | None = None
-) -> str | None:
-    """The one precedence of the S3 endpoint: an explicit ``--s3-endpoint`` flag, then the run's
-    ``spec.checkpoint.s3Endpoint``, then the default (the operator's ``TRAINOP_S3_ENDPOINT``; in the trainer
-    ``$AWS_ENDPOINT_URL_S3``/``$AWS_ENDPOINT_URL``); None: AWS S3 itself."""
-    return next((e for e in (flag, spec, default) if e), None)
-
-
 def manifest(run: Run, spec: TrainingRunSpec) -> str:
     """The JSON TrainingRun the trainer reads from ``$TRAININGRUN_MANIFEST`` (resolved spec, sorted keys)."""
     doc = {
@@ -130,7 +122,7 @@ def _env(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[dict[str, 
     ]
     endpoint = resolve_s3_endpoint(spec=spec.checkpoint.s3_endpoint, default=settings.s3_endpoint)
     if endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
+        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint.url})
     ref = spec.s3_credentials_secret
     secret = ref.name if ref else settings.s3_secret_name
     if secret:
