@@ -19,7 +19,7 @@ import torch
 from trainer.api.spec import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
-from trainer.train import StopFlag, Trainer
+from trainer.loop import StopFlag, Trainer
 
 
 def one_run(epochs: int, symbols: list[str], cuda_graph: bool) -> tuple[float, float]:

@@ -36,7 +36,7 @@ import yaml  # noqa: E402
 from tests.kubeemu.client import Api  # noqa: E402
 from tests.kubeemu.server import emulator_subprocess, write_kubeconfig  # noqa: E402
 from tests.procs import stop_process  # noqa: E402
-from trainer.report import StatusReporter  # noqa: E402
+from trainer.status_report import StatusReporter  # noqa: E402
 
 RUNS = "/apis/cryptopredictor.dev/v1alpha1/namespaces/{ns}/trainingruns"
 SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "sol-run.yaml").read_text())

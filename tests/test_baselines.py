@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from trainer.baselines import BASELINES, baseline_bands, ewma_sigma
-from trainer.metrics import pinball
+from trainer.forecast_metrics import pinball
 
 REPO = Path(__file__).resolve().parents[1]
 QUANTILES = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]

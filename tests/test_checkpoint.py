@@ -200,7 +200,7 @@ def test_uploader_lines_are_printed_like_progress_without_credentials(
 ) -> None:
     """During a run (``trainer.run._printed_by``) the uploader's warnings are JSON lines when not in a terminal
     (plain ``warning: ...`` lines above the bar in one), and a URL's userinfo is never printed."""
-    from trainer.progress import Progress
+    from trainer.console import Progress
     from trainer.run import _printed_by
     from trainer.storage import LocalStorage
 

@@ -26,10 +26,10 @@ def trainer_exception_classes() -> list[type[BaseException]]:
     import trainer.candles
     import trainer.checkpoint
     import trainer.checkpoint_read
-    import trainer.engine
+    import trainer.device
     import trainer.evaluate
+    import trainer.loop
     import trainer.storage
-    import trainer.train
     import trainer.walkforward
 
     modules = [
@@ -37,11 +37,11 @@ def trainer_exception_classes() -> list[type[BaseException]]:
         trainer.candles,
         trainer.checkpoint,
         trainer.checkpoint_read,
-        trainer.engine,
+        trainer.device,
         trainer.evaluate,
         trainer.api.spec,
         trainer.storage,
-        trainer.train,
+        trainer.loop,
         trainer.walkforward,
     ]
     found = {
@@ -187,7 +187,7 @@ def test_one_json_line_per_exit_code(
 def test_nan_loss_and_preemption_keep_their_codes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from trainer.train import StopFlag
+    from trainer.loop import StopFlag
 
     got, err = run_main(monkeypatch, capsys, _raise(NaNLoss("loss became nan")))
     assert got == 4 and json.loads(err)["message"] == "loss became nan"

@@ -14,8 +14,8 @@ from trainer.api.spec import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
 from trainer.evaluate import backtest, load_model
+from trainer.loop import StopFlag, Trainer
 from trainer.run import RunOptions, run_training
-from trainer.train import StopFlag, Trainer
 
 pytestmark = [
     pytest.mark.gpu,

@@ -147,7 +147,7 @@ def test_operator_imports_without_trainer_dependencies() -> None:
         "        if name.split('.')[0] in BLOCK:\n"
         "            raise ImportError(name + ' is not in the operator image')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import trainop.__main__, trainop.handlers, trainop.metrics, trainop.settings, trainer.api\n"
+        "import trainop.__main__, trainop.handlers, trainop.prometheus, trainop.settings, trainer.api\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "operator")])}
     res = subprocess.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.metrics import band_metrics, forecast_metrics, pinball
+from trainer.forecast_metrics import band_metrics, forecast_metrics, pinball
 
 Q = [0.1, 0.5, 0.9]
 LAST = np.array([100.0, 200.0])

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 from pydantic import ValidationError
-from trainop import builders, metrics, stall
+from trainop import builders, prometheus, stall
 from trainop import crd as crd_module
 from trainop.runs import parse_run
 from trainop.settings import Settings
@@ -111,8 +111,8 @@ def test_spec_that_is_not_an_object_is_a_spec_error(spec: Any, field: str) -> No
     assert first_problem(body(spec=spec)).startswith(field)
     # Nothing downstream of the parse raises on such a body: metrics, status composition, the stall sweep.
     raw = body(spec=spec)
-    metrics.observe_run(raw, run.symbol)
-    metrics.forget_run("ml", "bad")
+    prometheus.observe_run(raw, run.symbol)
+    prometheus.forget_run("ml", "bad")
     compose(raw, [("Failed", "True", "InvalidSpec", "spec: must be an object")], datetime.now(timezone.utc))
     assert stall.due([run], "15m", datetime.now(timezone.utc)) == []
 

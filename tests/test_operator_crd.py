@@ -18,7 +18,7 @@ from trainop.status import compose
 
 from trainer.api.spec import TrainingRunSpec, parse_spec
 from trainer.api.status import TrainingRunStatus
-from trainer.report import StatusReporter
+from trainer.status_report import StatusReporter
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = sorted(

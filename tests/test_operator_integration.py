@@ -30,7 +30,7 @@ from tests.kubeemu.fixtures import KubeApi
 from tests.kubeemu.kubelet import Kubelet, default_env
 from tests.procs import stop_process
 from tests.s3server import S3Server
-from trainer.report import StatusReporter
+from trainer.status_report import StatusReporter
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from trainer.api.status import EpochStats
-from trainer.report import BackgroundSender, StatusReporter
+from trainer.status_report import BackgroundSender, StatusReporter
 
 
 class FakeClock:
@@ -134,7 +134,7 @@ def test_non_finite_values_become_null() -> None:
 
 def test_failure_never_raises_logs_one_line_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
     reporter, _, clock = make(fail=True)
-    with caplog.at_level(logging.WARNING, logger="trainer.report"):
+    with caplog.at_level(logging.WARNING, logger="trainer.status_report"):
         progress(reporter, 1)
         clock.now += 11
         progress(reporter, 2)
@@ -164,7 +164,7 @@ def test_from_env_without_cluster_config_is_a_no_op(tmp_path: Any, monkeypatch: 
 
 
 def test_importing_the_reporter_does_not_import_torch_or_kubernetes() -> None:
-    code = "import sys, trainer.report; print('torch' in sys.modules, 'kubernetes' in sys.modules)"
+    code = "import sys, trainer.status_report; print('torch' in sys.modules, 'kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -211,7 +211,7 @@ def test_background_sender_retries_a_failed_body_at_close(caplog: pytest.LogCapt
         if sender.failed:
             break
         time.sleep(0.01)
-    with caplog.at_level(logging.WARNING, logger="trainer.report"):
+    with caplog.at_level(logging.WARNING, logger="trainer.status_report"):
         assert sender.drain(5)
     assert sender.failed == 1 and sender.sent == 1
     assert calls[-1] == {"status": {"progress": {"epoch": 1}}}

@@ -8,7 +8,7 @@ import logging
 import pytest
 from prometheus_client import generate_latest
 from pydantic import ValidationError
-from trainop import logs, metrics
+from trainop import logs, prometheus
 from trainop.settings import Settings, parse_duration
 
 
@@ -67,7 +67,7 @@ def test_parse_duration() -> None:
 
 
 def _scrape() -> str:
-    return generate_latest(metrics.REGISTRY).decode()
+    return generate_latest(prometheus.REGISTRY).decode()
 
 
 def _run(phase: str, reason: str = "", **status: object) -> dict[str, object]:
@@ -92,7 +92,7 @@ def _run(phase: str, reason: str = "", **status: object) -> dict[str, object]:
 
 
 def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
-    metrics.observe_run(_run("Pending", "Unschedulable"), "SOL")
+    prometheus.observe_run(_run("Pending", "Unschedulable"), "SOL")
     text = _scrape()
     assert 'trainingrun_phase{name="r1",namespace="mx",phase="Pending",symbol="SOL"} 1.0' in text
     assert 'trainingrun_phase{name="r1",namespace="mx",phase="Running",symbol="SOL"} 0.0' in text
@@ -100,7 +100,7 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
         'trainingrun_pending_reason_info{name="r1",namespace="mx",reason="Unschedulable",symbol="SOL"} 1.0'
         in text
     )
-    metrics.observe_run(
+    prometheus.observe_run(
         _run(
             "Running",
             "PodRunning",
@@ -126,21 +126,21 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
         'trainingrun_last_progress_timestamp_seconds{name="r1",namespace="mx",symbol="SOL"} 1.76722561e+09'
         in text
     )
-    metrics.observe_run(_run("Failed", "NaNLoss"), "SOL")
+    prometheus.observe_run(_run("Failed", "NaNLoss"), "SOL")
     text = _scrape()
     assert 'trainingrun_failed_info{name="r1",namespace="mx",reason="NaNLoss",symbol="SOL"} 1.0' in text
     assert 'trainingrun_stalled{name="r1",namespace="mx",symbol="SOL"} 0.0' in text
-    metrics.forget_run("mx", "r1")
+    prometheus.forget_run("mx", "r1")
     assert 'name="r1"' not in _scrape()
 
 
 def test_transition_counters_and_handler_metrics() -> None:
-    metrics.count_transition("cx", "SOL", "Running", "Failed", "OOMKilled")
-    metrics.count_transition("cx", "SOL", "Failed", "Failed", "OOMKilled")  # no transition: not counted
-    metrics.count_transition("cx", "SOL", "Running", "Succeeded", "Completed")
-    with metrics.timed("unit_test"):
+    prometheus.count_transition("cx", "SOL", "Running", "Failed", "OOMKilled")
+    prometheus.count_transition("cx", "SOL", "Failed", "Failed", "OOMKilled")  # no transition: not counted
+    prometheus.count_transition("cx", "SOL", "Running", "Succeeded", "Completed")
+    with prometheus.timed("unit_test"):
         pass
-    with pytest.raises(RuntimeError), metrics.timed("unit_test"):
+    with pytest.raises(RuntimeError), prometheus.timed("unit_test"):
         raise RuntimeError("boom")
     text = _scrape()
     assert 'trainingrun_failures_total{namespace="cx",reason="OOMKilled",symbol="SOL"} 1.0' in text

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainop import metrics
+from trainop import prometheus
 from trainop.conditions import last_activity, stall_update
 from trainop.status import compose
 
@@ -131,10 +131,10 @@ def test_operator_writes_through_the_model() -> None:
 
 def test_operator_reads_through_the_model() -> None:
     body = {"metadata": {"namespace": "ml", "name": "junk"}, "status": "hello"}
-    metrics.observe_run(body, "SOL")  # an unenforced schema: no AttributeError, the gauges say Pending
-    text = metrics.generate_latest(metrics.REGISTRY).decode()
+    prometheus.observe_run(body, "SOL")  # an unenforced schema: no AttributeError, the gauges say Pending
+    text = prometheus.generate_latest(prometheus.REGISTRY).decode()
     assert 'trainingrun_phase{name="junk",namespace="ml",phase="Pending",symbol="SOL"} 1.0' in text
-    metrics.forget_run("ml", "junk")
+    prometheus.forget_run("ml", "junk")
     running = {"conditions": [condition("Running")], "progress": {"lastProgressTime": "2026-01-02T03:00:00Z"}}
     assert last_activity(running) == datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)
     update = stall_update(TrainingRunStatus.parse(running), 60, NOW + timedelta(minutes=5))

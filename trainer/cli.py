@@ -197,7 +197,7 @@ def _cmd_walk_forward(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from trainer.candles import load_candles
-    from trainer.progress import backtest_report
+    from trainer.console import backtest_report
     from trainer.run import load_all
     from trainer.walkforward import parse_days, walk_forward
 
@@ -234,8 +234,8 @@ def _cmd_walk_forward(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from trainer.console import backtest_report, forecast_table
     from trainer.evaluate import backtest, load_model, predict
-    from trainer.progress import backtest_report, forecast_table
 
     if args.command == "backtest" and args.walk_forward:
         return _cmd_walk_forward(args)

@@ -34,16 +34,17 @@ from trainer.api.spec import TrainingRunSpec
 from trainer.api.status import EpochStats
 from trainer.calibrate import Calibration, fit_calibration
 from trainer.candles import Candles, load_candles
+from trainer.console import Progress, summary_table
 from trainer.dataset import KNOWN, OBSERVED, WARMUP_DAYS, Split, split_windows
-from trainer.engine import checkpoint_config, resolve_device, return_freed_memory
+from trainer.device import resolve_device, return_freed_memory
 from trainer.evaluate import Forecaster, evaluate_windows
+from trainer.loop import StopFlag, Trainer, best_model
 from trainer.model import count_parameters
-from trainer.progress import Progress, summary_table
-from trainer.train import StopFlag, Trainer, best_model
+from trainer.modelling import checkpoint_config
 
 if TYPE_CHECKING:
     from trainer.checkpoint import CheckpointStore, Stored
-    from trainer.report import StatusReporter
+    from trainer.status_report import StatusReporter
 
 
 @dataclass
@@ -68,7 +69,7 @@ def load_all(spec: TrainingRunSpec, endpoint: str | None) -> list[Candles]:
 def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json)."""
     from trainer.checkpoint import CheckpointStore
-    from trainer.report import StatusReporter
+    from trainer.status_report import StatusReporter
 
     t0 = time.perf_counter()
     resolved = resolve_s3_endpoint(flag=opts.s3_endpoint, spec=spec.checkpoint.s3_endpoint)

@@ -1,6 +1,6 @@
 """The one model of a TrainingRun's ``.status``: what the trainer reports and what the operator writes and reads.
 
-Why it lives here, beside the spec and torch-free: the trainer (``trainer.report``), the operator (conditions,
+Why it lives here, beside the spec and torch-free: the trainer (``trainer.status_report``), the operator (conditions,
 phase, gauges) and the CRD's status schema (generated from these models by ``trainop.crd``) must agree on every
 key; with one model a key cannot be spelt one way by its writer and another by its reader.
 

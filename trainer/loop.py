@@ -31,8 +31,9 @@ from trainer.api.spec import TrainingRunSpec
 from trainer.api.status import EpochStats
 from trainer.cuda_graph import GraphedStep
 from trainer.dataset import Split, empty_windows
-from trainer.engine import build_model, predict_scaled, seed_everything
+from trainer.device import seed_everything
 from trainer.model import QuantileLoss, TemporalFusionTransformer
+from trainer.modelling import build_model, predict_scaled
 
 __all__ = ["EpochStats", "LoopState", "StopFlag", "Trainer", "best_model", "lr_at"]
 

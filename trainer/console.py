@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from trainer.train import EpochStats
+from trainer.loop import EpochStats
 
 
 class Progress:
