@@ -69,7 +69,7 @@ def test_round_trip_layout_and_pruning(root: str) -> None:
     assert resolve_resume(store, "auto") is None  # nothing yet
     for epoch in range(1, 7):
         uri = store.save(epoch, state(epoch), is_best=epoch == 2)
-        assert uri == store.uri_for(f"checkpoints/epoch-{epoch:06d}.pt")
+        assert uri == store.uri(f"checkpoints/epoch-{epoch:06d}.pt")
         store.flush(30)  # each one stored, so pruning is exercised
     store.write_json("metrics.json", {"val_loss": 0.1})
     store.write_json("config.json", {"symbol": "SOL"})
@@ -93,7 +93,7 @@ def test_round_trip_layout_and_pruning(root: str) -> None:
     assert loaded is not None and loaded.epoch == 6 and not loaded.skipped
     assert torch.equal(loaded.state["model"]["w"], torch.full((8, 8), 6.0))
     assert loaded.state["config"]["betas"] == (0.9, 0.999)
-    best = CheckpointStore(root).load(store.uri_for("best.pt"))
+    best = CheckpointStore(root).load_checkpoint(store.uri("best.pt")).state
     assert best["epoch"] == 2
 
 
@@ -307,7 +307,7 @@ def test_bad_newest_falls_back_with_warning(root: str, fault: str, caplog: pytes
         loaded = resolve_resume(CheckpointStore(root), "auto")
     assert loaded is not None and loaded.epoch == 2
     assert torch.equal(loaded.state["model"]["w"], torch.full((8, 8), 2.0))
-    uri = store.uri_for(key)
+    uri = store.uri(key)
     assert uri in caplog.text and "falling back" in caplog.text
     assert len(loaded.skipped) == 1 and uri in loaded.skipped[0]
     if fault != "delete":
@@ -370,7 +370,7 @@ def test_malicious_pickle_is_refused(root: str, tmp_path: Path) -> None:
     with pytest.raises(UnsafeCheckpointError, match=r"refusing to load .*epoch-000002\.pt.*posix\.mkdir"):
         resolve_resume(CheckpointStore(root), "auto")
     with pytest.raises(UnsafeCheckpointError, match="it was not executed"):
-        CheckpointStore(root).load(store.uri_for(key))
+        CheckpointStore(root).load_checkpoint(store.uri(key))
     assert not marker.exists()
 
 
@@ -385,7 +385,7 @@ def test_resume_modes(
     assert resolve_resume(local_store, "never") is None
     assert resolve_resume(local_store, "auto") is None
     # PATH = an s3:// URI of a specific checkpoint elsewhere: verified through its sidecar.
-    got = resolve_resume(local_store, s3_store.uri_for("checkpoints/epoch-000001.pt"))
+    got = resolve_resume(local_store, s3_store.uri("checkpoints/epoch-000001.pt"))
     assert (
         got is not None and got.epoch == 1 and torch.equal(got.state["model"]["w"], torch.full((8, 8), 1.0))
     )

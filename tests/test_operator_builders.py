@@ -237,13 +237,12 @@ def test_checkpoint_uri_required_without_prefix() -> None:
     with pytest.raises(SpecError) as err:
         job_of(run_of(), Settings())
     assert err.value.problems[0].startswith("spec.checkpoint.uri:")
-    assert builders.first_field(err.value) == "spec.checkpoint.uri"
 
 
 def test_invalid_spec_names_the_field() -> None:
     with pytest.raises(SpecError) as err:
         job_of(run_of({"training": {"epochs": 0}}), SETTINGS)
-    assert builders.first_field(err.value) == "spec.training.epochs"
+    assert err.value.problems[0].startswith("spec.training.epochs:")
     assert "spec.training.epochs" in builders.describe_spec_error(err.value)
 
 
@@ -263,7 +262,7 @@ def test_parse_run_keeps_the_error_instead_of_raising() -> None:
     assert run.key == ("ml", "sol-tft") and run.uid == "0b6b7c1e-1111-2222-3333-444455556666"
     bad = parse_run(run_of({"symbols": ["SOL", "SOL"]}))
     assert bad.spec is None and bad.symbol == ""
-    assert bad.error is not None and builders.first_field(bad.error) == "spec.symbols"
+    assert bad.error is not None and bad.error.problems[0].startswith("spec.symbols:")
     not_an_object = parse_run({**run_of(), "spec": "hello"})
     assert not_an_object.error is not None and not_an_object.error.problems[0].startswith("spec:")
     with pytest.raises(SpecError):

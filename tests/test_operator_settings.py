@@ -23,7 +23,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         monkeypatch.delenv(f"TRAINOP_{key}", raising=False)
     s = Settings()
-    assert s.namespaces == [] and s.metrics_port == 8080 and s.stall_timeout_seconds == 900
+    assert s.namespaces == [] and s.metrics_port == 8080 and parse_duration(s.stall_timeout) == 900
     assert s.default_image == "ghcr.io/crypto-price-predictor/trainer:0.1.0"
     assert s.status_throttle_seconds == 10 and s.timer_interval_seconds == 30
     assert s.checkpoint_prefix is None and s.peering is None
@@ -38,7 +38,9 @@ def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.namespaces == ["ml", "research"] and s.metrics_port == 9100
     assert (
-        s.stall_timeout_seconds == 5400 and s.checkpoint_prefix == "s3://ckpt/runs" and s.s3_endpoint is None
+        parse_duration(s.stall_timeout) == 5400
+        and s.checkpoint_prefix == "s3://ckpt/runs"
+        and s.s3_endpoint is None
     )
     assert "checkpoint_prefix='s3://ckpt/runs'" in s.describe()
 

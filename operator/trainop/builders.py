@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -297,8 +296,3 @@ def needs_own_account(spec: TrainingRunSpec) -> bool:
 def describe_spec_error(err: SpecError) -> str:
     """One line for a condition message / Event: the problems joined, each naming its field."""
     return "; ".join(err.problems)
-
-
-def first_field(err: SpecError) -> str:
-    match = re.match(r"^([\w.\[\]]+):", err.problems[0]) if err.problems else None
-    return match.group(1) if match else "spec"

@@ -92,10 +92,6 @@ class Settings(BaseSettings):
             raise ValueError(f"'{v}' is not an endpoint URL such as http://minio.minio:9000")
         return v
 
-    @property
-    def stall_timeout_seconds(self) -> float:
-        return parse_duration(self.stall_timeout)
-
     def describe(self) -> str:
         """One line for the start-up log."""
         return " ".join(f"{k}={v!r}" for k, v in self.model_dump().items())
