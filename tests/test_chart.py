@@ -229,7 +229,11 @@ def test_monitoring_objects_are_off_by_default(helm_bin: str) -> None:
         (["--set", "trainer.gpu=2"], "Additional property gpu is not allowed"),
         (["--set", "metrics.port=http"], "metrics.port: Invalid type. Expected: integer, given: string"),
         (["--set", "watchNamespaces=ml"], "watchNamespaces: Invalid type. Expected: array, given: string"),
-        (["--set-string", "trainer.gpus=1"], "trainer.gpus: Invalid type. Expected: integer, given: string"),
+        # Removed: the operator never read them (GPUs, tolerations, nodeSelector, resources come from each spec).
+        (["--set", "trainer.gpus=1"], "Additional property gpus is not allowed"),
+        (["--set", "trainer.nodeSelector.pool=gpu"], "Additional property nodeSelector is not allowed"),
+        (["--set", "trainer.resources.limits.memory=8Gi"], "Additional property resources is not allowed"),
+        (["--set", "trainer.tolerations[0].key=x"], "Additional property tolerations is not allowed"),
         (["--set", "s3.checkpointPrefix=models/runs"], "s3.checkpointPrefix: Does not match pattern"),
     ],
 )
@@ -463,7 +467,8 @@ def test_notes_render(helm_bin: str, tmp_path: Path) -> None:
     notes = yaml.safe_load(res.stdout)["notes"]
     assert "helm test cpp -n ml" in notes
     assert "create secret generic s3-creds" in notes
-    assert "nvidia.com/gpu: 1" in notes
+    assert "Runs without spec.stallTimeout use this release's 15m." in notes
+    assert "nvidia.com/gpu" not in notes, "the chart has no trainer GPU/resources defaults to print"
     assert "kubectl apply --server-side -f charts/crypto-price-predictor/crds/" in notes
 
 
