@@ -2,7 +2,7 @@
 as.
 
 Why pure (a parsed ``Run`` and its resolved spec in, plain dicts out): the exact shape of what the operator
-creates is reviewed as golden YAML files (``tests/golden/``) instead of being read out of API calls, and the
+creates is reviewed as golden YAML files (``tests/operator/golden/``) instead of being read out of API calls, and the
 handlers stay thin. The spec is the shared pydantic model, never the body's camelCase keys.
 
 Names are deterministic (a function of the run's name only), so creating twice, after an operator restart or a
