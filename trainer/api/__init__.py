@@ -3,5 +3,5 @@ the error hierarchy that decides them, and the S3 endpoint precedence.
 
 Why a package of its own: the operator image installs ``.[operator]`` (no torch, numpy or pandas) and copies only
 this package of the trainer; nothing here may import torch or any module of ``trainer`` outside ``trainer.api``
-(tests/trainer/test_api_torch_free.py checks it).
+(tests/trainer/api/test_torch_free.py checks it).
 """
