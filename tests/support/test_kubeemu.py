@@ -1,4 +1,4 @@
-"""Fidelity of the Kubernetes API emulator (tests/kubeemu): the API-server behaviours kopf, kubectl and the
+"""Fidelity of the Kubernetes API emulator (tests/support/kubeemu): the API-server behaviours kopf, kubectl and the
 operator rely on. Runs against the emulator only (a real cluster is not the thing under test here)."""
 
 from __future__ import annotations
