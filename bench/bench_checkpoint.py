@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.s3server import S3Server
+from tests.support.s3server import S3Server
 from trainer.checkpoint import CheckpointStore
 
 

@@ -16,10 +16,10 @@ import time
 
 import torch
 
+from trainer.api.spec import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
-from trainer.spec import parse_spec
-from trainer.train import StopFlag, Trainer
+from trainer.loop import StopFlag, Trainer
 
 
 def one_run(epochs: int, symbols: list[str], cuda_graph: bool) -> tuple[float, float]:

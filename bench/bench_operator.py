@@ -1,4 +1,4 @@
-"""Operator benchmarks against the Kubernetes API emulator (``tests/kubeemu``), on this machine.
+"""Operator benchmarks against the Kubernetes API emulator (``tests/support/kubeemu``), on this machine.
 
 Measures, with the real ``python -m trainop`` subprocess:
 
@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from tests.kubeemu.client import Api  # noqa: E402
-from tests.kubeemu.server import emulator_subprocess, write_kubeconfig  # noqa: E402
-from tests.procs import stop_process  # noqa: E402
-from trainer.report import StatusReporter  # noqa: E402
+from tests.support.kubeemu.client import Api  # noqa: E402
+from tests.support.kubeemu.server import emulator_subprocess, write_kubeconfig  # noqa: E402
+from tests.support.procs import stop_process  # noqa: E402
+from trainer.status_report import StatusReporter  # noqa: E402
 
 RUNS = "/apis/cryptopredictor.dev/v1alpha1/namespaces/{ns}/trainingruns"
 SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "sol-run.yaml").read_text())

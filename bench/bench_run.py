@@ -15,8 +15,8 @@ import time
 
 import torch
 
+from trainer.api.spec import load_manifest
 from trainer.run import RunOptions, run_training
-from trainer.spec import load_manifest
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.api.spec import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
+from trainer.loop import StopFlag, Trainer
 from trainer.model import count_parameters
-from trainer.spec import parse_spec
-from trainer.train import StopFlag, Trainer
 
 L, H, B = 60, 7, 64
 

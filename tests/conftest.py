@@ -4,4 +4,4 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-pytest_plugins = ["tests.s3server", "tests.kubeemu.fixtures"]
+pytest_plugins = ["tests.support.s3server", "tests.support.kubeemu.fixtures"]

@@ -21,11 +21,12 @@ import boto3
 import pytest
 import yaml
 
-from tests.kubeemu.fixtures import KubeApi
-from tests.kubeemu.kubelet import Kubelet, default_env
-from tests.s3server import S3Server
-from tests.test_operator_integration import Operator, condition, metric, wait_for
-from trainer.spec import API_GROUP, API_VERSION
+from tests.operator.test_integration import Operator, condition, metric
+from tests.support.kubeemu.fixtures import KubeApi
+from tests.support.kubeemu.kubelet import Kubelet, default_env
+from tests.support.s3server import S3Server
+from tests.support.waiting import wait_for
+from trainer.api.spec import API_GROUP, API_VERSION
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ROOT = pathlib.Path(__file__).resolve().parent.parent

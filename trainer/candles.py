@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainer.errors import InputError
+from trainer.api.errors import InputError
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
 # Known extra columns that are dropped silently (anything else is an error naming the column).

@@ -5,8 +5,8 @@ has rules of its own that must not blur into the uploader's: every candidate (la
 listed epochs with a sidecar, then best) is checked for size and sha256 before
 ``torch.load(..., weights_only=True)``; a bad one is logged (naming the object) and the next is tried. A file
 that ``weights_only`` refuses raises ``UnsafeCheckpointError``: that is an attack or a bug, not corruption, and
-is never skipped silently. ``trainer.checkpoint`` (the write path) builds on ``CheckpointReader`` and
-re-exports every public name here, so callers import from ``trainer.checkpoint`` as before.
+is never skipped silently. ``trainer.checkpoint`` (the write path) builds ``CheckpointStore`` on
+``CheckpointReader``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from trainer.errors import ConfigError, InputError
-from trainer.spec import TrainingRunSpec
+from trainer.api.errors import ConfigError, InputError
+from trainer.api.spec import TrainingRunSpec
 from trainer.storage import LocalStorage, ObjectNotFoundError, Storage, StorageError, parse_uri, storage_for
 
-# The logger keeps the name of the module this code came from, so existing logging config and filters apply.
+# One logger for the read and the write path of checkpoints.
 log = logging.getLogger("trainer.checkpoint")
 
 LATEST, BEST, BEST_RECORD = "latest.json", "best.pt", "best.json"
@@ -130,9 +130,6 @@ class CheckpointReader:
     def uri(self, name: str = "") -> str:
         """The root URI, or the URI of ``name`` under it (``store.uri("best.pt")``)."""
         return self.storage.uri_for(name) if name else self.storage.root_uri
-
-    def uri_for(self, name: str) -> str:
-        return self.storage.uri_for(name)
 
     def _read_json(self, key: str) -> dict[str, Any] | None:
         """A JSON record, None if absent; an unreadable one is logged and treated as absent."""
@@ -246,12 +243,6 @@ class CheckpointReader:
         state = deserialize(data, uri, map_location or self.map_location)
         epoch = rec.epoch if rec.epoch >= 0 else int(state.get("epoch", -1))
         return LoadedCheckpoint(state, epoch, uri, rec.sha256)
-
-    def load(self, uri_or_path: str) -> dict[str, Any]:
-        return self.load_checkpoint(uri_or_path).state
-
-    def read_bytes(self, name: str) -> bytes:
-        return self.storage.get(name)
 
 
 def resolve_resume(

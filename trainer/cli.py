@@ -1,7 +1,7 @@
 """``python -m trainer {run,train,backtest,predict,explain}``: the same entry point on a laptop and in a pod.
 
 Errors a user can fix (a bad spec, a bad data file, unusable storage) print one readable message and exit with a
-documented code (``trainer.exitcodes``), never a traceback: the operator maps those codes to condition reasons.
+documented code (``trainer.api.exitcodes``), never a traceback: the operator maps those codes to condition reasons.
 Which error ends with which code is one table, ``exit_code_table()``; an error outside it is a bug and ends with
 a traceback and exit 1. In a terminal the last line is ``error: ...``; otherwise (or with ``--json``) it is one
 JSON object ``{"event": "error", "code": 2, "message": "..."}`` (``"stopped"`` for SIGTERM, 143), so that every
@@ -18,10 +18,10 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from trainer import exitcodes
-from trainer.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, UsageError
-from trainer.exitcodes import ExitCode
-from trainer.spec import SpecError, TrainingRunSpec, load_manifest, parse_manifest, parse_spec
+from trainer.api import exitcodes
+from trainer.api.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, UsageError
+from trainer.api.exitcodes import ExitCode
+from trainer.api.spec import SpecError, TrainingRunSpec, load_manifest, parse_manifest, parse_spec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -199,7 +199,7 @@ def _cmd_walk_forward(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from trainer.candles import load_candles
-    from trainer.progress import backtest_report
+    from trainer.console import backtest_report
     from trainer.run import load_all
     from trainer.walkforward import parse_days, walk_forward
 
@@ -236,8 +236,8 @@ def _cmd_walk_forward(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from trainer.console import backtest_report, forecast_table
     from trainer.evaluate import backtest, load_model, predict
-    from trainer.progress import backtest_report, forecast_table
 
     if args.command == "backtest" and args.walk_forward:
         return _cmd_walk_forward(args)

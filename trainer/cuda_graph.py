@@ -4,7 +4,7 @@ Why a module of its own: the model is small, so eager PyTorch is launch-bound on
 step (forward, backward, clipping, AdamW with ``capturable=True``, the EMA update) as one graph removes the
 launches. The capture has rules of its own (static input buffers, a side-stream warm-up, weights and optimizer
 state put back *in place* because the graph holds their addresses) that would crowd the readable loop in
-``trainer.train``. The step itself is not here: ``GraphedStep`` captures the body it is given, the same
+``trainer.loop``. The step itself is not here: ``GraphedStep`` captures the body it is given, the same
 ``Trainer.train_step`` that runs eagerly on CPU, so there is one step and this module imports nothing of the
 trainer's.
 """

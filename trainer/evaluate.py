@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainer.api.errors import ConfigError
+from trainer.api.spec import TrainingRunSpec, parse_spec
 from trainer.calibrate import Calibration, adaptive
 from trainer.candles import Candles, load_candles
 from trainer.dataset import FEATURES_VERSION, WARMUP_DAYS, Windows, make_windows
-from trainer.engine import build_model, predict_scaled
-from trainer.errors import ConfigError
-from trainer.metrics import forecast_metrics
+from trainer.forecast_metrics import forecast_metrics
 from trainer.model import TemporalFusionTransformer
-from trainer.spec import TrainingRunSpec, parse_spec
+from trainer.modelling import build_model, predict_scaled
 
 
 class EvaluationError(ConfigError, ValueError):

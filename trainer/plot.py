@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from trainer.api.spec import TrainingRunSpec
 from trainer.dataset import Windows
-from trainer.spec import TrainingRunSpec
 
 
 def forecast_png(w: Windows, prices: np.ndarray, spec: TrainingRunSpec) -> bytes:

@@ -2,7 +2,7 @@
 
 Why a module of its own: bit-for-bit resume needs each generator continued exactly, and the state must be
 stored as tensors and plain values so that a checkpoint stays loadable with ``torch.load(weights_only=True)``;
-that encoding is a concern apart from the training loop in ``trainer.train``.
+that encoding is a concern apart from the training loop in ``trainer.loop``.
 
 Python's generator is the trainer's own ``PYTHON`` (a ``random.Random``), not the global one of the ``random``
 module: libraries draw from that one on their own threads (botocore's retry jitter, during a storage outage),

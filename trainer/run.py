@@ -29,20 +29,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.api.endpoint import resolve_s3_endpoint
+from trainer.api.spec import TrainingRunSpec
+from trainer.api.status import EpochStats
 from trainer.calibrate import Calibration, fit_calibration
 from trainer.candles import Candles, load_candles
+from trainer.console import Progress, summary_table
 from trainer.dataset import KNOWN, OBSERVED, WARMUP_DAYS, Split, split_windows
-from trainer.engine import checkpoint_config, resolve_device, return_freed_memory
+from trainer.device import resolve_device, return_freed_memory
 from trainer.evaluate import Forecaster, evaluate_windows
+from trainer.loop import StopFlag, Trainer, best_model
 from trainer.model import count_parameters
-from trainer.progress import Progress, summary_table
-from trainer.spec import TrainingRunSpec
-from trainer.status import EpochStats
-from trainer.train import StopFlag, Trainer, best_model
+from trainer.modelling import checkpoint_config
 
 if TYPE_CHECKING:
     from trainer.checkpoint import CheckpointStore, Stored
-    from trainer.report import StatusReporter
+    from trainer.status_report import StatusReporter
 
 
 @dataclass
@@ -67,10 +69,13 @@ def load_all(spec: TrainingRunSpec, endpoint: str | None) -> list[Candles]:
 def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json)."""
     from trainer.checkpoint import CheckpointStore
-    from trainer.report import StatusReporter
+    from trainer.status_report import StatusReporter
 
     t0 = time.perf_counter()
-    endpoint = opts.s3_endpoint or spec.checkpoint.s3_endpoint
+    resolved = resolve_s3_endpoint(flag=opts.s3_endpoint, spec=spec.checkpoint.s3_endpoint)
+    endpoint = (
+        resolved.url if resolved else None
+    )  # None: the environment's, resolved where the client is built
     c = spec.checkpoint
     store = CheckpointStore(
         opts.output, endpoint=endpoint, keep_last=c.keep_last, upload_deadline_s=c.upload_deadline_seconds
@@ -244,7 +249,7 @@ class _Run:
 def final_metrics(
     metrics: dict[str, Any], cal: Calibration, trainer: Trainer, wall_seconds: float
 ) -> dict[str, float | int | str]:
-    """``status.metrics`` (``trainer.status.Metrics``, which rounds them) from the validation metrics."""
+    """``status.metrics`` (``trainer.api.status.Metrics``, which rounds them) from the validation metrics."""
     baselines: dict[str, dict[str, float]] = metrics["baselines"]
     return {
         "valMae": metrics["mae"],

@@ -8,7 +8,8 @@ Guarantees:
 - Local writes go to a temp file in the same directory, are fsynced and renamed into place, so a reader (or
   a crash) never sees a partial file. An S3 PUT is atomic by itself.
 - S3 calls use botocore's own retry modes and timeouts; credentials come only from the standard boto3 chain
-  (env, profile, IRSA) and the endpoint from the argument, else ``AWS_ENDPOINT_URL`` (read by boto3), else
+  (env, profile, IRSA) and the endpoint by ``trainer.api.endpoint.resolve_s3_endpoint``: the argument, else
+  ``$AWS_ENDPOINT_URL_S3``/``$AWS_ENDPOINT_URL`` (read by boto3), else
   AWS.
 - Errors are translated into ``StorageError`` subclasses whose messages name the bucket/endpoint/URI and the
   S3 error code -- never a credential (we build every message ourselves from known-safe parts).
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from trainer.errors import ConfigError, StorageUnavailable
+from trainer.api.endpoint import resolve_s3_endpoint
+from trainer.api.errors import ConfigError, StorageUnavailable
 
 S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _CREDENTIAL_CODES = frozenset(
@@ -257,16 +259,14 @@ class S3Storage:
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        env_name = next((v for v in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") if os.environ.get(v)), None)
-        env_endpoint = os.environ[env_name] if env_name else None
-        if endpoint:
-            check_endpoint(endpoint, "S3 endpoint")
-        elif env_name and env_endpoint:
-            check_endpoint(env_endpoint, f"${env_name}")
-        self.endpoint_label = redact_url(endpoint or env_endpoint or "AWS S3")
+        # ``endpoint``: the flag or the spec's, already chosen; else the environment's (which boto3 reads itself).
+        resolved = resolve_s3_endpoint(flag=endpoint, env=os.environ)
+        if resolved:
+            check_endpoint(resolved.url, resolved.source)
+        self.endpoint_label = redact_url(resolved.url if resolved else "AWS S3")
         # boto3 sessions are not thread-safe; clients are. Build the client once, here.
         config = _client_config(
-            max_attempts, connect_timeout, read_timeout, retry_mode, path_style=bool(endpoint or env_endpoint)
+            max_attempts, connect_timeout, read_timeout, retry_mode, path_style=resolved is not None
         )
         try:
             self.client: Any = boto3.session.Session().client(

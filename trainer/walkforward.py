@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.api.spec import SpecError, TrainingRunSpec
 from trainer.candles import Candles
 from trainer.dataset import Windows, make_windows, split_windows
 from trainer.evaluate import EvaluationError, Forecaster
-from trainer.metrics import forecast_metrics
-from trainer.spec import SpecError, TrainingRunSpec
+from trainer.forecast_metrics import forecast_metrics
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ def train_before(
     spec: TrainingRunSpec, candles: list[Candles], before: pd.Timestamp
 ) -> tuple[Forecaster, int]:
     """Train ``spec`` on every series cut strictly before ``before``: (calibrated forecaster, epochs run)."""
-    from trainer.engine import resolve_device
+    from trainer.device import resolve_device
+    from trainer.loop import StopFlag, Trainer
     from trainer.run import calibrated_forecaster
-    from trainer.train import StopFlag, Trainer
 
     past = [Candles(c.symbol, c.frame[c.frame.index < before], c.source, c.filled_days) for c in candles]
     d = spec.data

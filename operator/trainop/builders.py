@@ -2,7 +2,7 @@
 as.
 
 Why pure (a parsed ``Run`` and its resolved spec in, plain dicts out): the exact shape of what the operator
-creates is reviewed as golden YAML files (``tests/golden/``) instead of being read out of API calls, and the
+creates is reviewed as golden YAML files (``tests/operator/golden/``) instead of being read out of API calls, and the
 handlers stay thin. The spec is the shared pydantic model, never the body's camelCase keys.
 
 Names are deterministic (a function of the run's name only), so creating twice, after an operator restart or a
@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from trainer import exitcodes
-from trainer.spec import API_GROUP, API_VERSION, KIND, PLURAL, SpecError, TrainingRunSpec, cluster_problems
+from trainer.api import exitcodes
+from trainer.api.endpoint import resolve_s3_endpoint
+from trainer.api.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    PLURAL,
+    SpecError,
+    TrainingRunSpec,
+    cluster_problems,
+)
 
 from .conditions import TRAINER_CONTAINER
 from .runs import MAX_LABEL, Run, parse_run
@@ -91,15 +99,6 @@ def validate_run(body: Mapping[str, Any], settings: Settings) -> TrainingRunSpec
     return resolve(parse_run(body), settings)
 
 
-def resolve_s3_endpoint(
-    *, flag: str | None = None, spec: str | None = None, default: str | None = None
-) -> str | None:
-    """The one precedence of the S3 endpoint: an explicit ``--s3-endpoint`` flag, then the run's
-    ``spec.checkpoint.s3Endpoint``, then the default (the operator's ``TRAINOP_S3_ENDPOINT``; in the trainer
-    ``$AWS_ENDPOINT_URL_S3``/``$AWS_ENDPOINT_URL``); None: AWS S3 itself."""
-    return next((e for e in (flag, spec, default) if e), None)
-
-
 def manifest(run: Run, spec: TrainingRunSpec) -> str:
     """The JSON TrainingRun the trainer reads from ``$TRAININGRUN_MANIFEST`` (resolved spec, sorted keys)."""
     doc = {
@@ -122,7 +121,7 @@ def _env(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[dict[str, 
     ]
     endpoint = resolve_s3_endpoint(spec=spec.checkpoint.s3_endpoint, default=settings.s3_endpoint)
     if endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
+        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint.url})
     ref = spec.s3_credentials_secret
     secret = ref.name if ref else settings.s3_secret_name
     if secret:
@@ -297,8 +296,3 @@ def needs_own_account(spec: TrainingRunSpec) -> bool:
 def describe_spec_error(err: SpecError) -> str:
     """One line for a condition message / Event: the problems joined, each naming its field."""
     return "; ".join(err.problems)
-
-
-def first_field(err: SpecError) -> str:
-    match = re.match(r"^([\w.\[\]]+):", err.problems[0]) if err.problems else None
-    return match.group(1) if match else "spec"

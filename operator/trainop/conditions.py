@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from trainer import exitcodes
-from trainer.status import TrainingRunStatus
+from trainer.api import exitcodes
+from trainer.api.status import TrainingRunStatus
 
 JOB_CREATED = "JobCreated"
 RUNNING = "Running"

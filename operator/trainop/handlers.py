@@ -26,10 +26,10 @@ from typing import Any, cast
 
 import kopf
 
-from trainer.spec import API_GROUP, API_VERSION, PLURAL
+from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
 
 from . import children as ch
-from . import logs, metrics, stall
+from . import logs, prometheus, stall
 from .builders import RUN_LABEL, describe_spec_error
 from .conditions import FAILED, get_condition
 from .kube import EVENT_COMPONENT, Kube, instance_name
@@ -81,7 +81,7 @@ async def startup(
     settings.execution.max_workers = 16  # the sync index functions
     rt = Runtime.create(config, await asyncio.to_thread(Kube.connect))
     memo[MEMO_KEY] = rt
-    runner = await metrics.start_server(config.metrics_host, config.metrics_port)
+    runner = await prometheus.start_server(config.metrics_host, config.metrics_port)
     rt.closers.append(runner.cleanup)
     rt.tasks.append(asyncio.create_task(stall.sweep_forever(rt, index(kwargs, "runs")), name="stall sweep"))
 
@@ -121,7 +121,7 @@ async def ensure_job(
     body: kopf.Body, status: kopf.Status, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     """Create the run's children once; a finished run (Job perhaps gone with its TTL) is left alone."""
-    with metrics.timed("ensure_job"):
+    with prometheus.timed("ensure_job"):
         if status.get("phase") in ("Succeeded", "Failed"):
             return
         run = parse_run(body)
@@ -135,7 +135,7 @@ async def spec_changed(
     body: kopf.Body, status: kopf.Status, diff: kopf.Diff, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     """suspend goes to the Job; a fixed invalid spec is retried; other changes cannot reach a created Job."""
-    with metrics.timed("spec_changed"):
+    with prometheus.timed("spec_changed"):
         rt, run = runtime(memo), parse_run(body)
         _, pods = _children(run.key, kwargs)
         failed = get_condition(status.get("conditions"), FAILED) or {}
@@ -179,7 +179,7 @@ async def _refresh(
         return  # no Job yet (or gone with its TTL), or a Job of an older run of this name
     rt = runtime(memo)
     try:
-        with metrics.timed(handler):
+        with prometheus.timed(handler):
             await rt.offload(ch.refresh, rt, run, job, pods)
     except Exception as exc:
         log.warning("status of %s/%s not updated: %s", *key, exc, extra=run_fields(*key))
@@ -204,14 +204,14 @@ async def run_event(
     key = (str(namespace), str(name))
     if type != "DELETED":
         run = ch.run_of(key, index(kwargs, "runs"))
-        metrics.observe_run(body, run.symbol if run else "")
+        prometheus.observe_run(body, run.symbol if run else "")
         return
     rt = runtime(memo)
-    metrics.forget_run(*key)
+    prometheus.forget_run(*key)
     rt.writer.forget(*key)
     run, (_, pods) = parse_run(body), _children(key, kwargs)
     try:
-        with metrics.timed("delete_children"):
+        with prometheus.timed("delete_children"):
             deleted = await rt.offload(ch.delete_children, rt, run, pods)
     except Exception as exc:
         log.warning("children of %s/%s not deleted: %s", *key, exc, extra=run_fields(*key))

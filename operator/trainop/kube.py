@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from trainer.spec import API_GROUP, API_VERSION, PLURAL
+from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
 
 TIMEOUT = (5.0, 30.0)  # connect, read
 # 400/422: the object itself is wrong; retrying the same request cannot help.

@@ -16,7 +16,7 @@ from typing import TextIO
 
 import kopf
 
-from trainer.spec import KIND
+from trainer.api.spec import KIND
 
 REF_KEY = "object"
 

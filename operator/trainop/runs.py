@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import kopf
 
-from trainer.spec import API_GROUP, API_VERSION, KIND, SpecError, TrainingRunSpec, parse_spec
+from trainer.api.spec import API_GROUP, API_VERSION, KIND, SpecError, TrainingRunSpec, parse_spec
 
 MAX_LABEL = 63
 

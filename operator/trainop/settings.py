@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trainer.spec import DURATION_PATTERN, S3_ENDPOINT_PATTERN, S3_URI_RE
+from trainer.api.spec import DURATION_PATTERN, S3_ENDPOINT_PATTERN, S3_URI_RE
 
 DEFAULT_IMAGE = "ghcr.io/crypto-price-predictor/trainer:0.1.0"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -91,10 +91,6 @@ class Settings(BaseSettings):
         if v is not None and not re.match(S3_ENDPOINT_PATTERN, v):
             raise ValueError(f"'{v}' is not an endpoint URL such as http://minio.minio:9000")
         return v
-
-    @property
-    def stall_timeout_seconds(self) -> float:
-        return parse_duration(self.stall_timeout)
 
     def describe(self) -> str:
         """One line for the start-up log."""

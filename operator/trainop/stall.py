@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics
+from . import prometheus
 from .conditions import stall_update
 from .runs import Run
 from .runtime import Runtime
@@ -49,7 +49,7 @@ def due(runs: list[Run], default_timeout: str, now: datetime) -> list[tuple[Run,
 
 async def _write(rt: Runtime, run: Run, timeout: float) -> None:
     try:
-        with metrics.timed("stall_check"):
+        with prometheus.timed("stall_check"):
             await rt.offload(
                 rt.writer.write,
                 run.namespace,

@@ -4,7 +4,7 @@ Why separate from ``conditions``: this is where "what changed" is decided -- the
 that differ (no write when nothing changed, which keeps 1,000 runs cheap) and each user-visible transition
 yields exactly one Event (Failed/NaNLoss, Pending/Unschedulable, Stalled...), however often a Job or pod event
 is re-delivered. The current status is read, and the patch made, through the shared model
-``trainer.status.TrainingRunStatus``, so a key the operator writes is the key the CRD and the trainer know."""
+``trainer.api.status.TrainingRunStatus``, so a key the operator writes is the key the CRD and the trainer know."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from trainer.spec import TrainingRunSpec
-from trainer.status import TrainingRunStatus
+from trainer.api.spec import TrainingRunSpec
+from trainer.api.status import TrainingRunStatus
 
 from .conditions import (
     FAILED,

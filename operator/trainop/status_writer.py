@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from . import metrics
+from . import prometheus
 from .kube import Kube
 from .status import Event, StatusChange
 
@@ -66,7 +66,7 @@ class StatusWriter:
         for ev in change.events:
             self.post(run, ev)
         if "phase" in change.status:
-            metrics.count_transition(namespace, symbol, change.old_phase, change.phase, change.reason)
+            prometheus.count_transition(namespace, symbol, change.old_phase, change.phase, change.reason)
         return change
 
     def post(self, run: Mapping[str, Any], event: Event) -> None:
