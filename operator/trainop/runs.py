@@ -10,13 +10,22 @@ what an invalid run means for them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 
-from trainer.api.spec import API_GROUP, API_VERSION, KIND, SpecError, TrainingRunSpec, parse_spec
+from trainer.api.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    SYMBOL_PATTERN,
+    SpecError,
+    TrainingRunSpec,
+    parse_spec,
+)
 
 MAX_LABEL = 63
 
@@ -31,6 +40,7 @@ class Run:
     labels: Mapping[str, str] = field(default_factory=dict)
     # Only what the stall sweep needs: the conditions and the trainer's lastProgressTime.
     status: Mapping[str, Any] = field(default_factory=dict)
+    raw_symbol: str = ""  # spec.symbol as written, for the metric label of a spec that does not parse
 
     @property
     def key(self) -> tuple[str, str]:
@@ -38,8 +48,9 @@ class Run:
 
     @property
     def symbol(self) -> str:
-        """The metric label; empty for a spec that does not parse."""
-        return self.spec.symbol if self.spec else ""
+        """The metric label: the parsed symbol, else the symbol as written when it looks like one (an alert on
+        a refused run still says which market it was for), else empty."""
+        return self.spec.symbol if self.spec else self.raw_symbol
 
     def valid(self) -> TrainingRunSpec:
         """The spec, or the SpecError naming its fields."""
@@ -102,4 +113,10 @@ def parse_run(body: Mapping[str, Any]) -> Run:
         error=error,
         labels=dict(meta.get("labels") or {}),
         status=seen,
+        raw_symbol=_symbol_as_written(raw),
     )
+
+
+def _symbol_as_written(raw: Any) -> str:
+    symbol = raw.get("symbol") if isinstance(raw, Mapping) else None
+    return symbol if isinstance(symbol, str) and re.fullmatch(SYMBOL_PATTERN, symbol) else ""

@@ -261,7 +261,8 @@ def test_parse_run_keeps_the_error_instead_of_raising() -> None:
     assert run.spec is not None and run.error is None and run.symbol == "SOL"
     assert run.key == ("ml", "sol-tft") and run.uid == "0b6b7c1e-1111-2222-3333-444455556666"
     bad = parse_run(run_of({"symbols": ["SOL", "SOL"]}))
-    assert bad.spec is None and bad.symbol == ""
+    assert bad.spec is None and bad.symbol == "SOL"  # the label keeps the symbol as written
+    assert parse_run(run_of({"symbol": "not a symbol!"})).symbol == ""
     assert bad.error is not None and bad.error.problems[0].startswith("spec.symbols:")
     not_an_object = parse_run({**run_of(), "spec": "hello"})
     assert not_an_object.error is not None and not_an_object.error.problems[0].startswith("spec:")
