@@ -165,6 +165,19 @@ def _top_inputs(interp: dict[str, Any] | None, n: int = 3) -> str:
     return ", ".join(f"{k} {v:.0%}" for k, v in top) + " (python -m trainer explain)"
 
 
+def _headline(m: dict[str, Any], median: dict[str, Any] | None) -> str:
+    """One line: how the median did against persistence and how the band did against GARCH."""
+    if median and median.get("shipped") == "persistence":
+        head = f"the median is persistence (MASE {m['mase']:.4f})"
+    else:
+        gap = (1 - m["mase"]) * 100
+        head = f"validation MAE {abs(gap):.2f}% {'below' if gap > 0 else 'above'} persistence's (MASE {m['mase']:.4f})"
+    garch = (m.get("baselines") or {}).get("garch")
+    if garch:
+        head += f"; band pinball {garch['skill']:+.1%} vs GARCH"
+    return head
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     m = summary["metrics"]
     rows: list[tuple[str, Any]] = [
@@ -188,9 +201,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("missing days filled", summary["filled_days"]),
         ("output", summary["output"]),
     ]
-    gap = (1 - m["mase"]) * 100
-    word = "below" if gap > 0 else "above"
-    title = f"Result: validation MAE {abs(gap):.2f}% {word} persistence's (MASE {m['mase']:.4f})"
+    title = f"Result: {_headline(m, summary.get('median'))}"
     parts = [table(rows, title=title), "", comparison_table(m), ""]
     parts += [f"  {line}" for line in verdict(m, summary.get("median"), summary.get("band"))]
     parts.append(

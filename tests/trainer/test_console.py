@@ -1,0 +1,63 @@
+"""The readable summary says what the model beats and what it loses to, in plain lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trainer.console import summary_table
+
+
+def _summary(median: str, band: str, garch_skill: float) -> dict[str, Any]:
+    base = {"mae": 10.0, "mase": 1.0, "pinball": 3.5, "coverage_80": 0.83, "width": 0.23}
+    metrics = {
+        "n": 376, "mae": 10.0, "mase": 1.0, "pinball": 3.5 * (1 - garch_skill), "coverage_80": 0.8, "width": 0.21,
+        "da_h1": 0.51, "da_h7": 0.5,
+        "baselines": {
+            "empirical": {**base, "pinball": 3.7, "skill": 0.05},
+            "garch": {**base, "skill": garch_skill},
+        },
+    }  # fmt: skip
+    return {
+        "symbol": "SOL", "metrics": metrics, "validation": {"start": "2024-06-14", "end": "2025-06-30"},
+        "best_epoch": 4, "epochs_run": 14, "early_stopped": True, "wall_seconds": 50.0, "parameters": 60183,
+        "filled_days": {"SOL": 0}, "output": "runs/sol-tft",
+        "median": {"shipped": median, "learned_mase": 0.9971, "p_value": 0.31},
+        "band": {"shipped": band, "learned_pinball": 2.58, "prior_pinball": 2.53, "p_value": 0.82},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("median", "band", "skill", "lines"),
+    [
+        (
+            "persistence",
+            "prior",
+            0.006,
+            [
+                "Result: the median is persistence (MASE 1.0000); band pinball +0.6% vs GARCH",
+                "median: persistence (the learned median's validation MASE 0.9971 did not beat",
+                "band: the prior (normal quantiles x sigma_t)",
+                "band: pinball 0.6% below the garch band's",
+            ],
+        ),
+        (
+            "learned",
+            "learned",
+            -0.004,
+            [
+                "Result: validation MAE 0.00% above persistence's (MASE 1.0000); band pinball -0.4% vs GARCH",
+                "median: learned (validation MASE 0.9971",
+                "band: learned (beat the prior band on validation",
+                "band: pinball 0.4% ABOVE the garch band's",
+            ],
+        ),
+    ],
+)
+def test_summary_says_wins_and_losses(median: str, band: str, skill: float, lines: list[str]) -> None:
+    text = summary_table(_summary(median, band, skill))
+    for line in lines:
+        assert line in text, text
+    for name in ("model", "empirical", "garch", "model skill"):
+        assert name in text
