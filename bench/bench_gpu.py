@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from trainer.api.spec import parse_spec
+from trainer.api.manifest import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
 from trainer.loop import StopFlag, Trainer

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from trainer.api.spec import load_manifest
+from trainer.api.manifest import load_manifest
 from trainer.run import RunOptions, run_training
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainer.api.spec import parse_spec
+from trainer.api.manifest import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
 from trainer.loop import StopFlag, Trainer

@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import torch
 
-from trainer.api.spec import load_manifest
+from trainer.api.manifest import load_manifest
 from trainer.candles import load_candles
 from trainer.run import load_all
 from trainer.walkforward import walk_forward

@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 from trainer.api import exitcodes
 from trainer.api.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, UsageError
 from trainer.api.exitcodes import ExitCode
-from trainer.api.spec import SpecError, TrainingRunSpec, load_manifest, parse_manifest, parse_spec
+from trainer.api.manifest import SpecError, load_manifest, parse_manifest, parse_spec
+from trainer.api.spec import TrainingRunSpec
 
 
 class _Parser(argparse.ArgumentParser):

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from trainer.api.errors import ConfigError
-from trainer.api.spec import TrainingRunSpec, parse_spec
+from trainer.api.manifest import parse_spec
+from trainer.api.spec import TrainingRunSpec
 from trainer.calibrate import Calibration, adaptive
 from trainer.candles import Candles, load_candles
 from trainer.dataset import FEATURES_VERSION, WARMUP_DAYS, Windows, make_windows

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainer.api.spec import SpecError, TrainingRunSpec
+from trainer.api.manifest import SpecError
+from trainer.api.spec import TrainingRunSpec
 from trainer.candles import Candles
 from trainer.dataset import Windows, make_windows, split_windows
 from trainer.evaluate import EvaluationError, Forecaster

@@ -19,15 +19,8 @@ import kopf
 
 from trainer.api import exitcodes
 from trainer.api.endpoint import resolve_s3_endpoint
-from trainer.api.spec import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
-    PLURAL,
-    SpecError,
-    TrainingRunSpec,
-    cluster_problems,
-)
+from trainer.api.manifest import SpecError
+from trainer.api.spec import API_GROUP, API_VERSION, KIND, PLURAL, TrainingRunSpec, cluster_problems
 
 from .conditions import TRAINER_CONTAINER
 from .runs import MAX_LABEL, Run, parse_run

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from trainer.api.spec import SpecError
+from trainer.api.manifest import SpecError
 
 from .builders import (
     RUN_LABEL,

@@ -17,15 +17,8 @@ from typing import Any, cast
 
 import kopf
 
-from trainer.api.spec import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
-    SYMBOL_PATTERN,
-    SpecError,
-    TrainingRunSpec,
-    parse_spec,
-)
+from trainer.api.manifest import SpecError, parse_spec
+from trainer.api.spec import API_GROUP, API_VERSION, KIND, SYMBOL_PATTERN, TrainingRunSpec
 
 MAX_LABEL = 63
 

@@ -477,7 +477,7 @@ SAMPLES = sorted((REPO / "manifests" / "samples").glob("*run.yaml"))
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
 def test_samples_validate_with_the_spec_model(sample: Path) -> None:
-    from trainer.api.spec import load_manifest
+    from trainer.api.manifest import load_manifest
 
     _, spec = load_manifest(sample)
     assert spec.resources.limits.get("nvidia.com/gpu") == 1
@@ -485,7 +485,7 @@ def test_samples_validate_with_the_spec_model(sample: Path) -> None:
 
 
 def test_sample_set() -> None:
-    from trainer.api.spec import load_manifest
+    from trainer.api.manifest import load_manifest
 
     names = {p.name for p in SAMPLES}
     assert {"sol-run.yaml", "multi-symbol-run.yaml", "kueue-gpu-run.yaml"} <= names

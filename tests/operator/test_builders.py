@@ -18,7 +18,8 @@ from trainop.runs import parse_run
 from trainop.settings import Settings
 
 from trainer.api import exitcodes
-from trainer.api.spec import SpecError, TrainingRunSpec
+from trainer.api.manifest import SpecError
+from trainer.api.spec import TrainingRunSpec
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"

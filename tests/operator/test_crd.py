@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from trainop import crd
 from trainop.status import compose
 
-from trainer.api.spec import TrainingRunSpec, parse_spec
+from trainer.api.manifest import parse_spec
+from trainer.api.spec import TrainingRunSpec
 from trainer.api.status import TrainingRunStatus
 from trainer.status_report import StatusReporter
 

@@ -22,6 +22,7 @@ from trainer.api.exitcodes import ExitCode
 
 def trainer_exception_classes() -> list[type[BaseException]]:
     """Every exception class the trainer's modules define."""
+    import trainer.api.manifest
     import trainer.api.spec
     import trainer.candles
     import trainer.checkpoint
@@ -39,6 +40,7 @@ def trainer_exception_classes() -> list[type[BaseException]]:
         trainer.checkpoint_read,
         trainer.device,
         trainer.evaluate,
+        trainer.api.manifest,
         trainer.api.spec,
         trainer.storage,
         trainer.loop,
@@ -79,7 +81,7 @@ def test_no_class_falls_into_two_categories() -> None:
 @pytest.mark.parametrize(
     ("name", "code"),
     [
-        ("trainer.api.spec.SpecError", 2),
+        ("trainer.api.manifest.SpecError", 2),
         ("trainer.api.errors.UsageError", 2),
         ("trainer.api.errors.DeviceUnavailable", 2),
         ("trainer.storage.MalformedURIError", 2),
@@ -123,7 +125,7 @@ def test_a_plain_value_error_is_a_bug_not_invalid_input() -> None:
 
 def test_spec_error_survives_pickling() -> None:
     """Walk-forward trains folds in worker processes: their errors cross a pickle."""
-    from trainer.api.spec import SpecError
+    from trainer.api.manifest import SpecError
 
     err = pickle.loads(pickle.dumps(SpecError("--refit-every", ["'x': expected a number of days"])))
     assert isinstance(err, SpecError) and err.problems == ["'x': expected a number of days"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.api.spec import parse_spec
+from trainer.api.manifest import parse_spec
 from trainer.candles import load_candles
 from trainer.dataset import split_windows
 from trainer.evaluate import backtest, load_model

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.support.trainer_helpers import SAMPLE, run_trainer
-from trainer.api.spec import SpecError, parse_spec
+from trainer.api.manifest import SpecError, parse_spec
 from trainer.candles import Candles, load_candles
 from trainer.walkforward import evaluated_spec, make_folds, parse_days, train_before
 

@@ -2,7 +2,7 @@
 
 Why a module of its own (torch-free, imported by the spec model and so by the operator too): a Job retries
 exit codes 1 and 3 and fails at once on 2 and 4, so an error's *category* is part of the API. Each category is
-one base class here, with its code; the modules raise subclasses of these (``trainer.api.spec.SpecError``,
+one base class here, with its code; the modules raise subclasses of these (``trainer.api.manifest.SpecError``,
 ``trainer.candles.DataError``, ``trainer.storage.StorageError``, the checkpoint errors...), and
 ``trainer.cli.EXIT_CODES`` maps the categories to codes in one table. Anything outside the hierarchy is a bug
 and ends with a traceback and exit 1, never as "invalid input".

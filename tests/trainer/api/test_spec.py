@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.api.spec import SpecError, TrainingRunSpec, load_manifest, parse_spec
+from trainer.api.manifest import SpecError, load_manifest, parse_spec
+from trainer.api.spec import TrainingRunSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*run*.yaml"))
@@ -177,7 +178,7 @@ def test_checkpoint_uri_in_a_cluster_must_be_s3() -> None:
 
 
 def test_manifest_whose_spec_is_not_an_object() -> None:
-    from trainer.api.spec import parse_manifest
+    from trainer.api.manifest import parse_manifest
 
     text = "apiVersion: cryptopredictor.dev/v1alpha1\nkind: TrainingRun\nmetadata: {name: x}\nspec: hello\n"
     with pytest.raises(SpecError) as info:

@@ -30,7 +30,7 @@ def test_trainer_api_and_trainop_do_not_import_torch() -> None:
     res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.splitlines()[-1])
-    assert {"trainer.api.spec", "trainer.api.status", "trainer.api.exitcodes", "trainer.api.errors"} <= set(
+    assert {"trainer.api.spec", "trainer.api.manifest", "trainer.api.status", "trainer.api.errors"} <= set(
         out["imported"]
     )
     assert "trainop.handlers" in out["imported"]
