@@ -142,24 +142,41 @@ def _describe(fc: Forecaster, candles: Candles, w: Windows, zero_shot: bool, **m
     }
 
 
-def backtest(
+@dataclass
+class Period:
+    """A file's windows with origins in a period, for one symbol (``backtest`` and ``explain``)."""
+
+    candles: Candles
+    frame: pd.DataFrame  # cut at ``end``
+    windows: Windows
+    start: pd.Timestamp  # the first target day
+    zero_shot: bool
+
+
+def period_windows(
     fc: Forecaster,
     data: str | None,
     *,
-    symbol: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    endpoint: str | None = None,
-    recalibrate: bool = False,
-) -> dict[str, Any]:
-    """Rolling origins, stride 1: every origin whose whole horizon lies in [start, end]; inputs may reach back."""
+    symbol: str | None,
+    start: str | None,
+    end: str | None,
+    endpoint: str | None,
+    default_days: int | None = None,
+) -> Period:
+    """Every origin whose whole horizon lies in [start, end]; inputs may reach back before ``start``. ``start``
+    defaults to ``default_days`` before ``end``, or to the first origin the file allows."""
     sym = symbol or fc.spec.symbol
     idx, zero_shot = fc.symbol_index(sym)
     d = fc.spec.data
     candles = load_candles(data, sym, endpoint=endpoint)
     frame = candles.frame
     end_ts = pd.Timestamp(end) if end else frame.index[-1]
-    start_ts = pd.Timestamp(start) if start else frame.index[WARMUP_DAYS + d.input_window]
+    if start:
+        start_ts = pd.Timestamp(start)
+    elif default_days is not None:
+        start_ts = end_ts - pd.Timedelta(days=default_days)
+    else:
+        start_ts = frame.index[WARMUP_DAYS + d.input_window]
     frame = frame[frame.index <= end_ts]
     # An origin t's horizon is t+1..t+H, so the first allowed origin is the day before `start`.
     w = make_windows(
@@ -176,8 +193,24 @@ def backtest(
             f"[{start_ts.date()}, {end_ts.date()}] with {d.input_window} input days (plus {WARMUP_DAYS} warm-up "
             "days) before it; move --start later or give a longer file"
         )
-    out = evaluate_windows(fc.prices(w, recalibrate=recalibrate), w, frame, start_ts, fc.quantiles)
-    out["extra"] = _describe(fc, candles, w, zero_shot, recalibrated=recalibrate)
+    return Period(candles, frame, w, start_ts, zero_shot)
+
+
+def backtest(
+    fc: Forecaster,
+    data: str | None,
+    *,
+    symbol: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    endpoint: str | None = None,
+    recalibrate: bool = False,
+) -> dict[str, Any]:
+    """Rolling origins, stride 1: every origin whose whole horizon lies in [start, end]; inputs may reach back."""
+    p = period_windows(fc, data, symbol=symbol, start=start, end=end, endpoint=endpoint)
+    w = p.windows
+    out = evaluate_windows(fc.prices(w, recalibrate=recalibrate), w, p.frame, p.start, fc.quantiles)
+    out["extra"] = _describe(fc, p.candles, w, p.zero_shot, recalibrated=recalibrate)
     return out
 
 

@@ -165,34 +165,15 @@ def explain(
 ) -> dict[str, Any]:
     """``python -m trainer explain``: the interpretation over a file's origins in [start, end] (default: its
     last year), for the spec's symbol or any other (zero-shot symbols use the "any symbol" embedding)."""
-    import pandas as pd
+    from trainer.dataset import KNOWN, OBSERVED
+    from trainer.evaluate import period_windows
 
-    from trainer.candles import load_candles
-    from trainer.dataset import KNOWN, OBSERVED, make_windows
-    from trainer.evaluate import EvaluationError
-
-    sym = symbol or fc.spec.symbol
-    idx, zero_shot = fc.symbol_index(sym)
-    candles = load_candles(data, sym, endpoint=endpoint)
-    frame = candles.frame
-    end_ts = pd.Timestamp(end) if end else frame.index[-1]
-    start_ts = pd.Timestamp(start) if start else end_ts - pd.Timedelta(days=365)
-    d = fc.spec.data
-    w = make_windows(
-        frame[frame.index <= end_ts],
-        idx,
-        d.input_window,
-        d.horizon,
-        first_origin=start_ts - pd.Timedelta(days=1),
-    )
-    if len(w) == 0:
-        raise EvaluationError(
-            f"{candles.source}: no window with origin in [{start_ts.date()}, {end_ts.date()}]; widen --start/--end"
-        )
+    p = period_windows(fc, data, symbol=symbol, start=start, end=end, endpoint=endpoint, default_days=365)
+    w = p.windows
     out = interpretation(fc.model, w.observed, w.known, w.symbol, OBSERVED, KNOWN)
     out.update(
-        symbol=sym,
-        zero_shot=zero_shot,
+        symbol=p.candles.symbol,
+        zero_shot=p.zero_shot,
         first_origin=str(w.origin[0].date()),
         last_origin=str(w.origin[-1].date()),
     )

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.support.trainer_helpers import SAMPLE, run_trainer
+from tests.support.trainer_helpers import SAMPLE, TINY, run_trainer
 from trainer.api.manifest import SpecError, parse_spec
 from trainer.candles import Candles, load_candles
 from trainer.walkforward import evaluated_spec, make_folds, parse_days, train_before
@@ -22,18 +22,7 @@ TINY_SPEC = {
     "data": {"inputWindow": 20},
     "training": {"epochs": 2, "device": "cpu"},
 }
-WF_TINY = [
-    "--epochs",
-    "2",
-    "--set",
-    "symbols=[SOL,BTC]",
-    "--set",
-    "model.hiddenSize=8",
-    "--set",
-    "model.attentionHeads=2",
-    "--set",
-    "data.inputWindow=20",
-]
+WF_TINY = ["--epochs", "2", "--set", "symbols=[SOL,BTC]", *TINY[2:]]  # SOL and BTC, tiny and fast
 
 
 @pytest.mark.parametrize(
