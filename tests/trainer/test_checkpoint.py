@@ -30,7 +30,8 @@ from trainer.checkpoint import (
     resolve_resume,
     sha256_hex,
 )
-from trainer.storage import BucketNotFoundError, CredentialsError, MalformedURIError, S3Storage, Storage
+from trainer.storage import BucketNotFoundError, CredentialsError, MalformedURIError, Storage
+from trainer.storage_s3 import S3Storage
 
 REPO = Path(__file__).resolve().parents[2]
 

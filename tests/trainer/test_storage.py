@@ -17,13 +17,13 @@ from trainer.storage import (
     LocalStorage,
     MalformedURIError,
     ObjectNotFoundError,
-    S3Storage,
     StorageUnavailableError,
     parse_uri,
     read_bytes,
     storage_for,
     write_bytes,
 )
+from trainer.storage_s3 import S3Storage
 
 
 def _all_text(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from tests.support.s3server import S3Server, s3_env, s3_server  # noqa: F401
 from tests.support.trainer_helpers import SAMPLE, TINY, popen_trainer
 from trainer.api import exitcodes
 from trainer.checkpoint import CheckpointStore, UploadDeadlineError
-from trainer.storage import S3Storage
+from trainer.storage_s3 import S3Storage
 
 
 @contextlib.contextmanager

@@ -52,7 +52,8 @@ def test_operator_uses_it_without_its_own_environment(monkeypatch: pytest.Monkey
 
 def test_storage_names_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """The trainer's S3 client resolves the endpoint with the same function, naming the variable it came from."""
-    from trainer.storage import InvalidEndpointError, S3Storage
+    from trainer.storage import InvalidEndpointError
+    from trainer.storage_s3 import S3Storage
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "127.0.0.1:9000")
