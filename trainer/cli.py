@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from trainer.api import exitcodes
-from trainer.api.errors import ConfigError, InputError, NaNLoss, Preempted, StorageUnavailable, UsageError
+from trainer.api.errors import (
+    ConfigError,
+    InputError,
+    NaNLoss,
+    PeerLost,
+    Preempted,
+    StorageUnavailable,
+    UsageError,
+)
 from trainer.api.exitcodes import ExitCode
 from trainer.api.manifest import SpecError, load_manifest, parse_manifest, parse_spec
 from trainer.api.spec import TrainingRunSpec
@@ -192,7 +200,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             name=name, output=output, s3_endpoint=args.s3_endpoint, resume=resume, interactive=interactive
         ),
     )
-    print(print_summary(summary, interactive))
+    if summary is not None:  # None: a rank other than 0 of a data-parallel run, which prints nothing
+        print(print_summary(summary, interactive))
     return exitcodes.OK
 
 
@@ -285,6 +294,8 @@ def exit_code_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
         # StorageError and every subclass: credentials, bucket, unreachable, upload deadline, flush timeout
         (StorageUnavailable, ExitCode.STORAGE_ERROR),
         (NaNLoss, ExitCode.NAN_LOSS),
+        # a data-parallel run's collective or rendezvous failed: another worker is gone (trainer.distributed)
+        (PeerLost, ExitCode.PEER_LOST),
         (Preempted, ExitCode.PREEMPTED),
     )
 

@@ -252,9 +252,15 @@ class Split:
 
 
 def split_windows(
-    candles: list[Candles], input_window: int, horizon: int, validation_fraction: float
+    candles: list[Candles],
+    input_window: int,
+    horizon: int,
+    validation_fraction: float,
+    *,
+    with_train: bool = True,
 ) -> Split:
-    """Train on every symbol before the cut; validate on the first (evaluated) symbol after it."""
+    """Train on every symbol before the cut; validate on the first (evaluated) symbol after it. With
+    ``with_train=False`` the training windows are left empty (a rank that maps another's, ``trainer.shared``)."""
     main = candles[0].frame
     n = len(main)
     cut = main.index[int(n * (1 - validation_fraction))]
@@ -264,9 +270,10 @@ def split_windows(
         if len(before) < WARMUP_DAYS + input_window + horizon + 1:
             continue  # this series starts after the cut: nothing to learn from it without leaking
         trained.append(c.symbol)
-        train_parts.append(
-            make_windows(before, i, input_window, horizon, last_target=cut - pd.Timedelta(days=1))
-        )
+        if with_train:
+            train_parts.append(
+                make_windows(before, i, input_window, horizon, last_target=cut - pd.Timedelta(days=1))
+            )
         calib_parts.append(
             make_windows(c.frame, i, input_window, horizon, first_origin=cut - pd.Timedelta(days=1))
         )
@@ -282,7 +289,7 @@ def split_windows(
             "spec.data.validationFraction"
         )
     return Split(
-        train=concat(train_parts),
+        train=concat(train_parts) if with_train else empty_windows(input_window, horizon),
         val=val,
         calib=concat(calib_parts),
         cut=cut,

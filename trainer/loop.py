@@ -11,6 +11,9 @@ Why it looks like this:
   generator seeded with (seed, epoch), so a run interrupted at any batch and resumed ends with the same weights as
   an uninterrupted one (on CPU, bit for bit).
 * Early stopping watches the validation pinball loss; the best weights are kept and evaluated at the end.
+* Data-parallel (under torchrun, ``trainer.distributed``): the model is wrapped in ``DistributedDataParallel``,
+  each rank trains on its slice of every global batch, and the loop agrees through ``Dist`` at three points
+  only: a signal (every step), the epoch's mean loss, and rank 0's validation. One process: all no-ops.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ from trainer.api.status import EpochStats
 from trainer.cuda_graph import GraphedStep
 from trainer.dataset import Split, empty_windows
 from trainer.device import seed_everything
+from trainer.distributed import Dist
 from trainer.model import QuantileLoss, TemporalFusionTransformer
 from trainer.modelling import build_model, predict_scaled
 
 __all__ = ["EpochStats", "LoopState", "StopFlag", "Trainer", "best_model", "lr_at"]
+
+# Steps between two agreements on a signal in a data-parallel run: the ranks still stop at the same step, at
+# most this many steps (well under a second) after the signal.
+STOP_CHECK_EVERY = 16
 
 
 @dataclass
@@ -124,13 +132,37 @@ class StopFlag:
 
 
 class Trainer:
-    def __init__(self, spec: TrainingRunSpec, split: Split, device: torch.device, *, cuda_graph: bool = True):
+    def __init__(
+        self,
+        spec: TrainingRunSpec,
+        split: Split,
+        device: torch.device,
+        *,
+        cuda_graph: bool = True,
+        dist: Dist | None = None,
+    ):
         self.spec = spec
         self.device = device
+        self.dist = dist or Dist()
         t = spec.training
+        self.dist.check_batch(t.batch_size)
         seed_everything(t.seed)
         rng.PYTHON.seed(t.seed)  # the trainer's own Python generator (libraries draw from the global one)
         self.model: TemporalFusionTransformer = build_model(spec).to(device)
+        if (
+            self.dist.enabled
+        ):  # the same weights everywhere (DDP broadcasts rank 0's); dropout differs per rank
+            seed_everything(rank_seed(t.seed, self.dist.rank))
+        # What the train step calls: DDP averages the gradients over ranks inside backward.
+        self.net: torch.nn.Module = (
+            torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            if self.dist.enabled
+            else self.model
+        )
+        self.loss_share = self.dist.loss_share(min(t.batch_size, len(split.train)))
+        self.rank_rng: list[dict[str, Any]] | None = None  # every rank's generators at the last gather
         self.criterion = QuantileLoss(spec.model.quantiles).to(device)
         self.train = split.train.to(device)
         self.val = split.val.to(device)
@@ -159,7 +191,8 @@ class Trainer:
         self.ema: list[torch.Tensor] | None = (
             [p.detach().clone() for p in self.model.parameters()] if self.ema_decay > 0 else None
         )
-        self.cuda_graph = cuda_graph
+        # DDP's all-reduce runs from autograd hooks outside any captured graph: several ranks train eagerly.
+        self.cuda_graph = cuda_graph and not self.dist.enabled
         self.best_weights: dict[str, torch.Tensor] | None = None  # the validated weights of the best epoch
         self.median_shrinkage = t.median_shrinkage
         self.median_index = spec.model.quantiles.index(0.5)
@@ -175,7 +208,8 @@ class Trainer:
             "ema": list(self.ema) if self.ema is not None else None,
             "best_model": self.best_weights,
             "loop": self.loop.to_dict(),
-            "rng": rng.rng_state(),
+            "rng": rng.rng_state() if self.rank_rng is None else self.rank_rng[0],
+            "rng_ranks": self.rank_rng,  # one per rank of a data-parallel run (None: one process)
             "calibration": self.calibration,
             "config": config,
         }
@@ -189,7 +223,19 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.loop = LoopState(**state["loop"])
         self.calibration = state.get("calibration")
-        rng.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.dist.world_size:
+            rng.set_rng_state(ranks[self.dist.rank])  # the same ranks continue their own streams
+        elif self.dist.rank == 0:
+            rng.set_rng_state(state["rng"])
+        else:  # another number of ranks: fresh streams for the new ranks, a function of seed, rank and step
+            rng.set_rng_state(state["rng"])
+            seed_everything(rank_seed(self.spec.training.seed, self.dist.rank, self.loop.step))
+
+    def gather_rng(self) -> None:
+        """Collect every rank's generator states for the next checkpoint (a collective: all ranks call it at
+        the same points; one process keeps its own)."""
+        self.rank_rng = self.dist.gather(rng.rng_state()) if self.dist.enabled else None
 
     # --- one epoch ---------------------------------------------------------------------------------------------
     def _set_lr(self) -> None:
@@ -208,9 +254,9 @@ class Trainer:
         Gradients are zeroed in place (not set to None) so that a captured graph keeps their addresses; adding
         a gradient to zeros is exact, so the eager result is the same either way."""
         self.optimizer.zero_grad(set_to_none=False)
-        pred = self.model(observed, known, symbols)  # (B, H, Q)
+        pred = self.net(observed, known, symbols)  # (B_rank, H, Q)
         loss = self.objective(pred, target)
-        torch.autograd.backward(loss)
+        torch.autograd.backward(loss if self.loss_share == 1.0 else loss * self.loss_share)
         self.clip_gradients()
         self.optimizer.step()
         self.update_ema()
@@ -286,10 +332,13 @@ class Trainer:
 
     def train_epoch(self, stop: StopFlag) -> bool:
         """Run the rest of the current epoch; False if stopped by a signal part-way."""
-        self.model.train()
+        self.net.train()
         perm = self.permutation(self.loop.epoch)
-        B = self.batch_size
-        loss_sum = torch.tensor(self.loop.train_loss_sum, device=self.device)
+        B, dist = self.batch_size, self.dist
+        # One process: the running float32 sum continues exactly across a resume. Several: this rank's share of
+        # the epoch since the start (or the resume), averaged over ranks when the epoch ends or stops.
+        loss_sum = torch.tensor(0.0 if dist.enabled else self.loop.train_loss_sum, device=self.device)
+        before = self.loop.train_loss_sum if dist.enabled else 0.0
         if self.device.type == "cuda" and self.cuda_graph and self._graph is None:
             ema = self.ema or []
             self._graph = GraphedStep(
@@ -297,7 +346,7 @@ class Trainer:
             )
         sources = self.batch_sources()
         for b in range(self.loop.batch, self.batches_per_epoch):
-            idx = perm[b * B : (b + 1) * B]
+            idx = dist.shard(perm[b * B : (b + 1) * B])
             self._set_lr()
             if self._graph is not None:
                 loss = self._graph.step(idx, sources)
@@ -306,10 +355,12 @@ class Trainer:
             loss_sum += loss
             self.loop.step += 1
             self.loop.batch = b + 1
-            if stop and self.loop.batch < self.batches_per_epoch:
-                self.loop.train_loss_sum = float(loss_sum)
+            # Several ranks agree on a signal every STOP_CHECK_EVERY steps (a collective, and on a GPU a sync).
+            agree = not dist.enabled or self.loop.batch % STOP_CHECK_EVERY == 0
+            if agree and dist.any(bool(stop), self.device) and self.loop.batch < self.batches_per_epoch:
+                self.loop.train_loss_sum = before + float(dist.mean(loss_sum))
                 return False
-        self.loop.train_loss_sum = float(loss_sum)
+        self.loop.train_loss_sum = before + float(dist.mean(loss_sum))
         return True
 
     def evaluate(self) -> tuple[float, float]:
@@ -324,7 +375,10 @@ class Trainer:
 
     def finish_epoch(self, seconds: float) -> tuple[EpochStats, bool]:
         """Validate, update early stopping; returns the epoch's stats and whether it is the best so far."""
-        val_loss, val_mase = self.evaluate()
+        # Validated once, on rank 0, and broadcast: early stopping decides the same on every rank.
+        val_loss, val_mase = self.dist.broadcast(
+            list(self.evaluate()) if self.dist.is_main else [0.0, 0.0], self.device
+        )
         train_loss = self.loop.train_loss_sum / max(1, self.batches_per_epoch)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise NaNLoss(
@@ -337,7 +391,7 @@ class Trainer:
         is_best = val_loss < self.loop.best_val_loss
         if is_best:
             self.loop.best_val_loss, self.loop.best_epoch, self.loop.bad_epochs = val_loss, self.loop.epoch, 0
-            self.best_weights = self.eval_weights()
+            self.best_weights = self.eval_weights() if self.dist.is_main else None  # rank 0 ships them
         else:
             self.loop.bad_epochs += 1
         self.loop.history.append(
@@ -367,6 +421,11 @@ class Trainer:
             self.loop.epoch >= self.spec.training.epochs
             or self.loop.bad_epochs >= self.spec.training.early_stopping_patience
         )
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of a rank's own random stream (dropout): distinct per rank, a function of the run's seed."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1)
 
 
 def best_model(trainer: Trainer) -> TemporalFusionTransformer:

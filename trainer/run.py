@@ -11,6 +11,10 @@ way out (``StopFlag``): the loop finishes its step and checkpoints, then the run
 during evaluation. Progress goes through one ``on_epoch(stats)``; a checkpoint is named (epoch line,
 ``status.checkpoint``) only once it is stored. While a run lasts, the trainer's log lines (an upload that
 failed or recovered, a checkpoint fallback) are printed like its progress: a JSON line when not in a terminal.
+
+Under torchrun every rank runs this recipe up to the end of training (``trainer.distributed``); rank 0 alone
+prints, reports status, writes checkpoints and artefacts, and evaluates. The other ranks read the checkpoint
+they resume from and return None when training ends; their errors still reach stderr through the CLI.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -35,12 +40,14 @@ from trainer.api.status import EpochStats
 from trainer.calibrate import Calibration, fit_calibration
 from trainer.candles import Candles, load_candles
 from trainer.console import Progress, summary_table
-from trainer.dataset import KNOWN, OBSERVED, WARMUP_DAYS, Split, split_windows
+from trainer.dataset import KNOWN, OBSERVED, WARMUP_DAYS, Split
 from trainer.device import resolve_device, return_freed_memory
+from trainer.distributed import Dist, collective_errors
 from trainer.evaluate import Forecaster, evaluate_windows
 from trainer.loop import StopFlag, Trainer, best_model
 from trainer.model import count_parameters
 from trainer.modelling import checkpoint_config
+from trainer.shared import load_split
 
 if TYPE_CHECKING:
     from trainer.checkpoint import CheckpointStore, Stored
@@ -66,8 +73,9 @@ def load_all(spec: TrainingRunSpec, endpoint: str | None) -> list[Candles]:
     ]
 
 
-def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
-    """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json)."""
+def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any] | None:
+    """Train ``spec`` and write artifacts under ``opts.output``; returns the summary (also metrics.json), or
+    None on the ranks other than 0 of a data-parallel run."""
     from trainer.checkpoint import CheckpointStore
     from trainer.status_report import StatusReporter
 
@@ -80,19 +88,32 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any]:
     store = CheckpointStore(
         opts.output, endpoint=endpoint, keep_last=c.keep_last, upload_deadline_s=c.upload_deadline_seconds
     )
-    device = resolve_device(spec.training.device)  # before storage and data: --device cuda without a GPU
+    dist = Dist.from_env()
+    # Before storage and data: --device cuda without a GPU. One GPU per local rank.
+    device = dist.device(resolve_device(spec.training.device))
+    dist.check_batch(spec.training.batch_size)
     store.check()  # fail fast on credentials, bucket or URI, before any training
     candles = load_all(spec, endpoint)
-    split = split_windows(candles, spec.data.input_window, spec.data.horizon, spec.data.validation_fraction)
-    trainer = Trainer(spec, split, device)
-    reporter = StatusReporter.from_env() if opts.report else StatusReporter(None)
-    progress = Progress(spec.training.epochs, 0, interactive=opts.interactive)
-    run = _Run(spec, opts, trainer, split, candles, store, reporter, progress)
-    with store, reporter, _printed_by(progress), StopFlag(run.stopped) as stop:
-        run.resume()
-        run.train(stop)
-        stop.at_once()  # no step left to finish: from here a signal stops the run where it is
-        return run.finish(t0)
+    dist.init(device)
+    d = spec.data
+    split = load_split(candles, d.input_window, d.horizon, d.validation_fraction, dist)
+    main = dist.is_main
+    quiet = None if main else open(os.devnull, "w")  # noqa: SIM115 - closed below
+    try:
+        trainer = Trainer(spec, split, device, dist=dist)
+        reporter = StatusReporter.from_env() if opts.report and main else StatusReporter(None)
+        progress = Progress(spec.training.epochs, 0, interactive=opts.interactive and main, stream=quiet)
+        run = _Run(spec, opts, trainer, split, candles, store, reporter, progress)
+        with store, reporter, _printed_by(progress), StopFlag(run.stopped) as stop:
+            run.resume()
+            with collective_errors("training"):
+                run.train(stop)
+            stop.at_once()  # no step left to finish: from here a signal stops the run where it is
+            return run.finish(t0) if main else None
+    finally:
+        dist.close()
+        if quiet is not None:
+            quiet.close()
 
 
 @dataclass
@@ -144,10 +165,11 @@ class _Run:
                     self.save(is_best=False)
                     raise stop.preempted()
                 stats, is_best = t.finish_epoch(time.perf_counter() - e0)
-                if stats.epoch % every == 0 or is_best or t.done or stop:
+                stopping = t.dist.any(bool(stop), t.device)  # the same decision on every rank
+                if stats.epoch % every == 0 or is_best or t.done or stopping:
                     self.save(is_best=is_best)
                 self.on_epoch(stats)
-                if stop:  # it came during validation: this epoch's checkpoint is the one to resume from
+                if stopping:  # it came during validation: this epoch's checkpoint is the one to resume from
                     raise stop.preempted()
             if t.loop.epoch < self.spec.training.epochs:
                 self.progress.stopped_early(t.loop.epoch, t.loop.best_epoch)
@@ -155,8 +177,11 @@ class _Run:
             self.progress.close()
 
     def save(self, *, is_best: bool) -> None:
-        """Queue a checkpoint of where the trainer is (uploaded in the background)."""
-        self.store.save(self.trainer.loop.epoch, self.trainer.state_dict(self.config), is_best=is_best)
+        """Queue a checkpoint of where the trainer is (uploaded in the background); every rank calls this at
+        the same points (their generator states are gathered into it), rank 0 writes it."""
+        self.trainer.gather_rng()
+        if self.trainer.dist.is_main:
+            self.store.save(self.trainer.loop.epoch, self.trainer.state_dict(self.config), is_best=is_best)
 
     def on_epoch(self, stats: EpochStats) -> None:
         """Where an epoch's progress goes: the epoch line (or the bar) and the TrainingRun's status."""
@@ -243,6 +268,7 @@ class _Run:
             "output": self.opts.output,
             "history": trainer.loop.history,
             "device": str(trainer.device),
+            "world_size": trainer.dist.world_size,
         }
 
 

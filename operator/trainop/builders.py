@@ -1,16 +1,21 @@
-"""Pure builders of a TrainingRun's children: the Job, and the ServiceAccount, Role and RoleBinding it runs
-as.
+"""Pure builders of a TrainingRun's children: the Job, the ServiceAccount, Role and RoleBinding it runs as,
+and for a multi-worker run the headless Service its workers find each other through.
 
 Why pure (a parsed ``Run`` and its resolved spec in, plain dicts out): the exact shape of what the operator
 creates is reviewed as golden YAML files (``tests/operator/golden/``) instead of being read out of API calls, and the
 handlers stay thin. The spec is the shared pydantic model, never the body's camelCase keys.
 
-Names are deterministic (a function of the run's name only), so creating twice, after an operator restart or a
-re-delivered event, finds the existing Job instead of making a second one."""
+Names are deterministic (a function of the run's name only, ``trainop.names``), so creating twice, after an
+operator restart or a re-delivered event, finds the existing Job instead of making a second one.
+
+Three shapes of Job, by the run's processes (``workers`` pods x ``procsPerWorker`` processes each): one process
+is the plain ``python -m trainer run`` Job; several in one pod run under torchrun (``trainer.launch
+--standalone``) in the same Job; several pods are an Indexed Job with ``backoffLimit: 0`` whose first failed
+worker fails it, so that the operator restarts all workers together (``trainop.gang``); worker 0 is found as
+``<job>-0.<service>`` through the run's headless Service."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -20,10 +25,20 @@ import kopf
 from trainer.api import exitcodes
 from trainer.api.endpoint import resolve_s3_endpoint
 from trainer.api.manifest import SpecError
-from trainer.api.spec import API_GROUP, API_VERSION, KIND, PLURAL, TrainingRunSpec, cluster_problems
+from trainer.api.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    PLURAL,
+    TrainingRunSpec,
+    cluster_problems,
+    procs_per_worker,
+)
 
 from .conditions import TRAINER_CONTAINER
-from .runs import MAX_LABEL, Run, parse_run
+from .gang import ATTEMPT_LABEL
+from .names import account_name, job_name, service_name
+from .runs import Run, parse_run
 from .settings import Settings
 
 RUN_LABEL = f"{API_GROUP}/run"
@@ -31,26 +46,13 @@ SYMBOL_LABEL = f"{API_GROUP}/symbol"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANIFEST_ENV = "TRAININGRUN_MANIFEST"
 COMMAND = ["python", "-m", "trainer", "run", "--manifest-env", MANIFEST_ENV]
+# torchrun's own launcher, exiting with the failing worker's exit code (the documented codes survive).
+LAUNCH = ["python", "-m", "trainer.launch"]
+RENDEZVOUS_TIMEOUT_ENV = "TRAINER_RENDEZVOUS_TIMEOUT_SECONDS"
+# trainer.launch: how long torchrun lets its workers checkpoint after SIGTERM (torchrun's own default is 30 s).
+SHUTDOWN_TIMEOUT_ENV = "TRAINER_SHUTDOWN_TIMEOUT_SECONDS"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 RUN_AS_USER = 1000
-
-
-def _bounded(base: str, suffix: str, limit: int) -> str:
-    """``<base><suffix>``, or a hashed shortening of base when that is longer than ``limit``."""
-    name = f"{base}{suffix}"
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    return f"{base[: limit - len(suffix) - 9].rstrip('-')}-{digest}{suffix}"
-
-
-def job_name(run_name: str) -> str:
-    # <= 63: the Job controller copies the name into the pods' job-name label.
-    return _bounded(run_name, "-train", MAX_LABEL)
-
-
-def account_name(run_name: str) -> str:
-    """Name of the per-run ServiceAccount, Role and RoleBinding."""
-    return _bounded(run_name, "-trainer", 253)
 
 
 def labels(run: Run, spec: TrainingRunSpec) -> dict[str, str]:
@@ -103,6 +105,38 @@ def manifest(run: Run, spec: TrainingRunSpec) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
+def is_gang(spec: TrainingRunSpec) -> bool:
+    """A multi-worker run: an Indexed Job whose workers are restarted together (``trainop.gang``)."""
+    return spec.workers > 1
+
+
+def command(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[str]:
+    """The trainer's command: plain for one process, under torchrun for several (``trainer.launch``; the node
+    rank of a worker is its ``$JOB_COMPLETION_INDEX``)."""
+    procs = procs_per_worker(spec)
+    trainer = COMMAND[1:]  # -m trainer run --manifest-env ...
+    if not is_gang(spec) and procs == 1:
+        return list(COMMAND)
+    if not is_gang(spec):
+        return [*LAUNCH, "--standalone", "--nproc-per-node", str(procs), *trainer]
+    return [
+        *LAUNCH,
+        "--nnodes",
+        str(spec.workers),
+        "--nproc-per-node",
+        str(procs),
+        "--master-addr",
+        f"{job_name(run.name)}-0.{service_name(run.name)}",
+        "--master-port",
+        str(settings.rendezvous_port),
+        "--rdzv-conf",
+        f"timeout={settings.rendezvous_timeout_seconds}",
+        "--max-restarts",
+        "0",  # a worker that fails fails its Job; the operator restarts the whole gang
+        *trainer,
+    ]
+
+
 def _env(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "TRAININGRUN_NAME", "value": run.name},
@@ -112,6 +146,10 @@ def _env(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[dict[str, 
         {"name": "TRAINER_STATUS_THROTTLE_SECONDS", "value": f"{settings.status_throttle_seconds:g}"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    if is_gang(spec):
+        env.append({"name": RENDEZVOUS_TIMEOUT_ENV, "value": str(settings.rendezvous_timeout_seconds)})
+    if command(run, spec, settings)[:3] == LAUNCH:  # torchrun gives its workers this long after SIGTERM
+        env.append({"name": SHUTDOWN_TIMEOUT_ENV, "value": str(spec.checkpoint.grace_period_seconds)})
     endpoint = resolve_s3_endpoint(spec=spec.checkpoint.s3_endpoint, default=settings.s3_endpoint)
     if endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint.url})
@@ -164,11 +202,32 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def build_job(run: Run, spec: TrainingRunSpec, settings: Settings) -> dict[str, Any]:
-    """The batch/v1 Job of a run whose ``spec`` is resolved (``resolve``); owner reference, namespace and
-    owner labels added by ``kopf.adopt``."""
+def gang_pod_failure_policy() -> dict[str, Any]:
+    """Multi-worker runs: any failed worker fails the whole Job at once -- a preempted one too, so that the
+    operator sees it and restarts the gang without counting it (``trainop.gang``)."""
+    return {
+        "rules": [
+            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": TRAINER_CONTAINER,
+                    "operator": "NotIn",
+                    "values": [exitcodes.OK],
+                },
+            },
+        ]
+    }
+
+
+def build_job(run: Run, spec: TrainingRunSpec, settings: Settings, attempt: int = 0) -> dict[str, Any]:
+    """The batch/v1 Job of a run whose ``spec`` is resolved (``resolve``); for a multi-worker run, the Indexed
+    Job of gang attempt ``attempt``. Owner reference, namespace and owner labels added by ``kopf.adopt``."""
     name = run.name
+    gang = is_gang(spec)
     pod_labels = labels(run, spec)
+    if gang:
+        pod_labels[ATTEMPT_LABEL] = str(attempt)
     job_labels = dict(pod_labels)
     if spec.queue_name:
         job_labels[QUEUE_LABEL] = spec.queue_name
@@ -189,7 +248,7 @@ def build_job(run: Run, spec: TrainingRunSpec, settings: Settings) -> dict[str, 
                 "name": TRAINER_CONTAINER,
                 "image": spec.image or settings.default_image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": list(COMMAND),
+                "command": command(run, spec, settings),
                 "env": _env(run, spec, settings),
                 "resources": _resources(spec),
                 "securityContext": {
@@ -208,6 +267,8 @@ def build_job(run: Run, spec: TrainingRunSpec, settings: Settings) -> dict[str, 
         pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
+    if gang:
+        pod_spec["subdomain"] = service_name(name)  # DNS: <job>-<index>.<service>
     job_spec: dict[str, Any] = {
         "completions": 1,
         "parallelism": 1,
@@ -217,6 +278,14 @@ def build_job(run: Run, spec: TrainingRunSpec, settings: Settings) -> dict[str, 
         "podFailurePolicy": pod_failure_policy(),
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
+    if gang:
+        job_spec.update(
+            completionMode="Indexed",
+            completions=spec.workers,
+            parallelism=spec.workers,
+            backoffLimit=0,  # one failed worker fails the attempt; the operator restarts the gang
+            podFailurePolicy=gang_pod_failure_policy(),
+        )
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:
@@ -231,9 +300,35 @@ def build_job(run: Run, spec: TrainingRunSpec, settings: Settings) -> dict[str, 
     return job
 
 
-def _rbac_meta(run: Run) -> dict[str, Any]:
+def build_service(run: Run, settings: Settings) -> dict[str, Any]:
+    """The headless Service of a multi-worker run: a DNS name per worker pod (``<job>-<index>.<service>``),
+    published before the pods are Ready, since workers must reach worker 0's rendezvous to become ready."""
+    meta = _rbac_meta(run, service_name(run.name))
+    meta["labels"]["app.kubernetes.io/component"] = "training"
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {RUN_LABEL: run.name, JOB_NAME_LABEL: job_name(run.name)},
+            "ports": [
+                {
+                    "name": "rendezvous",
+                    "port": settings.rendezvous_port,
+                    "targetPort": settings.rendezvous_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+    return _owned(service, run)
+
+
+def _rbac_meta(run: Run, name: str | None = None) -> dict[str, Any]:
     return {
-        "name": account_name(run.name),
+        "name": name or account_name(run.name),
         "labels": {
             "app.kubernetes.io/name": "trainer",
             "app.kubernetes.io/instance": run.name,

@@ -1,9 +1,15 @@
-"""The run's children (ServiceAccount/Role/RoleBinding, Job, pods): create them, find them, observe them.
+"""The run's children (ServiceAccount/Role/RoleBinding, Service, Job, pods): create them, find them, observe
+them, and restart a multi-worker run's gang.
 
 Why a module of its own: the kopf handlers in ``handlers`` stay thin adapters from events to calls, and the
 child-resource logic they share lives here: look before create (an existing Job is adopted, never
 duplicated or re-judged), validation failures turned into Failed/InvalidSpec, and refreshing the run's status
 from its children.
+
+A multi-worker run is driven one step at a time by ``reconcile_gang``: each round reads the run, its Job and its
+pods afresh from the API and does the one step ``trainop.gang.decide`` names (write the restart, delete the
+old Job and its pods, create the next Job), so that killing the operator between two steps loses none and
+repeats none. Rounds of one run never overlap (``Runtime.gangs``).
 
 Two kinds of functions: ``children``/``run_of`` read kopf's indexes and must be called on the event loop (the
 only thread that changes them, so a copy taken there is consistent); the others block on the API and run in
@@ -12,31 +18,40 @@ the runtime's thread pool (``Runtime.offload``), with that copy as their input.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
 from trainer.api.manifest import SpecError
+from trainer.api.spec import TrainingRunSpec
 
+from . import gang
 from .builders import (
     RUN_LABEL,
-    account_name,
     build_job,
     build_role,
     build_role_binding,
+    build_service,
     build_service_account,
     describe_spec_error,
-    job_name,
+    is_gang,
     needs_own_account,
     resolve,
 )
 from .conditions import FAILED
 from .kube import to_kopf_error
-from .runs import Run
+from .names import account_name, job_name, service_name
+from .runs import Run, parse_run
 from .runtime import Runtime
-from .status import StatusChange, compose, observe
-from .status_writer import utcnow
+from .status import StatusChange, apply_decision, compose, observe
+from .status_writer import run_fields, utcnow
+
+# Rounds of one reconcile_gang call: a restart is at most write, delete, create, observe.
+MAX_ROUNDS = 6
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 Child = dict[str, Any]
@@ -48,7 +63,15 @@ def trim(body: kopf.Body, spec_keys: tuple[str, ...]) -> Child:
     return {
         "metadata": {
             k: meta[k]
-            for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "ownerReferences")
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "labels",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "ownerReferences",
+            )
             if k in meta
         },
         "spec": {k: v for k, v in (body.get("spec") or {}).items() if k in spec_keys},
@@ -116,8 +139,15 @@ def fix_invalid(rt: Runtime, run: Run, pods: list[Child], logger: kopf.Logger) -
 
 def ensure_children(rt: Runtime, run: Run, pods: list[Child], logger: kopf.Logger) -> None:
     """Look before create: an existing Job of this run is adopted as is (an operator restart must neither
-    duplicate it nor re-judge its spec under new operator settings); otherwise validate, then create."""
+    duplicate it nor re-judge its spec under new operator settings); otherwise validate, then create. A
+    multi-worker run goes through its gang reconcile, which also finishes a restart the operator was killed in."""
     wanted = job_name(run.name)
+    if run.spec is not None and is_gang(run.spec):
+        waiting = rt.gangs.run(run.key, lambda: reconcile_gang(rt, run))
+        if waiting:
+            raise kopf.TemporaryError(waiting, delay=5)
+        logger.info("Job %s ready for %s/%s", wanted, run.namespace, run.name)
+        return
     try:
         current = rt.kube.read("Job", run.namespace, wanted)
     except Exception as exc:
@@ -134,19 +164,22 @@ def ensure_children(rt: Runtime, run: Run, pods: list[Child], logger: kopf.Logge
     logger.info("Job %s ready for %s/%s", wanted, run.namespace, run.name)
 
 
-def create_children(rt: Runtime, run: Run) -> Child:
-    """Validate (a SpecError is permanent), create the ServiceAccount/Role/RoleBinding, then the Job (409: the
-    Job of a concurrent or re-delivered create is returned instead)."""
+def create_children(rt: Runtime, run: Run, attempt: int = 0) -> Child:
+    """Validate (a SpecError is permanent), create the ServiceAccount/Role/RoleBinding (and a multi-worker
+    run's Service), then the Job of gang attempt ``attempt`` (409: the Job of a concurrent or re-delivered
+    create is returned instead; so are the others, which a restart creates again)."""
     try:
         spec = resolve(run, rt.settings)
     except SpecError as err:
         fail_invalid(rt, run, err)
         raise kopf.PermanentError(f"invalid spec: {describe_spec_error(err)}") from None
-    job = build_job(run, spec, rt.settings)
+    job = build_job(run, spec, rt.settings, attempt)
     try:
         if needs_own_account(spec):
             for child in (build_service_account(run), build_role(run), build_role_binding(run)):
                 rt.kube.create(child)
+        if is_gang(spec):
+            rt.kube.create(build_service(run, rt.settings))
         return rt.kube.create(job)[0]
     except kopf.TemporaryError:
         raise
@@ -163,11 +196,7 @@ def create_children(rt: Runtime, run: Run) -> Child:
         raise error from None
 
 
-def job_failed(job: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") in ("Failed", "FailureTarget") and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
-    )
+job_failed = gang.job_failed
 
 
 def fresh_pods(rt: Runtime, namespace: str, run: str, cached: list[Child]) -> list[Child]:
@@ -179,8 +208,17 @@ def fresh_pods(rt: Runtime, namespace: str, run: str, cached: list[Child]) -> li
         return cached
 
 
-def refresh(rt: Runtime, run: Run, job: Child, pods: list[Child]) -> None:
-    """The run's status from its Job and pods (a Job or pod event)."""
+def refresh(rt: Runtime, run: Run, job: Child | None, pods: list[Child]) -> None:
+    """The run's status from its Job and pods (a Job or pod event); a multi-worker run's gang reconciled
+    when its Job failed, is of an older attempt, or is gone."""
+    if run.spec is not None and is_gang(run.spec):
+        if job is None or job_failed(job) or gang.deleting(job) or gang.attempt_of(job) < run.attempt:
+            rt.gangs.run(run.key, lambda: reconcile_gang(rt, run))
+        else:
+            observe_gang(rt, run, job, pods)
+        return
+    if job is None:
+        return
     if job_failed(job):
         pods = fresh_pods(rt, run.namespace, run.name, pods)
     suspend = run.spec is not None and run.spec.suspend
@@ -208,7 +246,7 @@ def delete_children(rt: Runtime, run: Run, pods: list[Child]) -> list[str]:
     Where a garbage collector runs it has usually done this already (404s, nothing deleted). Only objects
     whose owner reference is this run are touched: a same-named object of a newer run, or one orphaned on
     purpose (``--cascade=orphan``), is kept."""
-    targets = [("Job", job_name(run.name))]
+    targets = [("Job", job_name(run.name)), ("Service", service_name(run.name))]
     if run.spec is None or needs_own_account(run.spec):
         account = account_name(run.name)
         targets += [("RoleBinding", account), ("Role", account), ("ServiceAccount", account)]
@@ -228,3 +266,106 @@ def delete_children(rt: Runtime, run: Run, pods: list[Child]) -> list[str]:
     except Exception as exc:
         raise to_kopf_error(exc, f"deleting the children of {run.namespace}/{run.name}") from None
     return deleted
+
+
+# --- multi-worker runs: the gang -------------------------------------------------------------------------------
+
+
+def observe_gang(rt: Runtime, run: Run, job: Child, pods: list[Child]) -> None:
+    """The status from one attempt's Job and its own pods (not those of an attempt before it)."""
+    own = [p for p in pods if gang.owned_by(p, job)]
+    suspend = run.spec is not None and run.spec.suspend
+
+    def compute(current: dict[str, Any]) -> StatusChange:
+        if gang.attempt_of(job) < gang.Gang.of(current.get("status")).attempt:
+            return StatusChange()  # a Job the restart has replaced, seen late
+        return observe(current, job, own, utcnow(), spec_suspend=suspend, gang=True)
+
+    write(rt, run, compute, "updating the status")
+
+
+def reconcile_gang(rt: Runtime, run: Run) -> str | None:
+    """Take a multi-worker run's next steps (``trainop.gang.decide``), each from a fresh read of the run, its Job
+    and its pods, until nothing is left to do (None) or it has to wait for the API (why). Call it through
+    ``rt.gangs.run`` so that two rounds of one run never overlap. Each round takes the spec as it is then: a
+    restart builds the next attempt's Job from it."""
+    ns, wanted = run.namespace, job_name(run.name)
+    for _ in range(MAX_ROUNDS):
+        try:
+            current = rt.kube.read_run(ns, run.name)
+            job = rt.kube.read("Job", ns, wanted)
+            pods = rt.kube.list_pods(ns, f"{RUN_LABEL}={run.name}")
+        except Exception as exc:
+            raise to_kopf_error(exc, f"reading the children of {ns}/{run.name}") from None
+        meta = (current or {}).get("metadata") or {}
+        if current is None or meta.get("uid") != run.uid or meta.get("deletionTimestamp"):
+            return None  # deleted or being deleted (or re-created: its own events drive the new one)
+        fresh = parse_run(current)
+        spec = (
+            fresh.spec or run.valid()
+        )  # a spec made invalid since: judged by the old one, refused at create
+        owners = {o.get("uid") for o in ((job or {}).get("metadata") or {}).get("ownerReferences") or []}
+        if job is not None and run.uid not in owners:
+            return f"Job {wanted} belongs to an older TrainingRun of this name; waiting for its deletion"
+        decision = gang.decide(
+            current.get("status"),
+            backoff_limit=spec.backoff_limit,
+            workers=spec.workers,
+            job=job,
+            pods=pods,
+        )
+        if decision.action == "Nothing":
+            if job is not None and not job_failed(job):
+                observe_gang(rt, run, job, pods)
+            return None
+        if decision.action == "Wait":
+            _delete_pods(rt, ns, decision.pods)
+            return decision.message
+        _step(rt, fresh, spec, decision, job, pods)
+    return f"{ns}/{run.name}: still restarting after {MAX_ROUNDS} steps"
+
+
+def _step(
+    rt: Runtime,
+    run: Run,
+    spec: TrainingRunSpec,
+    decision: gang.Decision,
+    job: Child | None,
+    pods: list[Child],
+) -> None:
+    """One step that changes something: the status of a failed attempt, a stale Job, or the next Job."""
+    ns = run.namespace
+    what = decision.message or f"attempt {decision.gang.attempt}"
+    log.info("gang of %s/%s: %s: %s", ns, run.name, decision.action, what, extra=run_fields(ns, run.name))
+    if decision.action in ("Fail", "Restart"):
+
+        def compute(current: dict[str, Any]) -> StatusChange:
+            again = gang.decide(
+                current.get("status"),
+                backoff_limit=spec.backoff_limit,
+                workers=spec.workers,
+                job=job,
+                pods=pods,
+            )
+            if again != decision:  # decided on another status: someone took this step already
+                return StatusChange()
+            return apply_decision(current, decision, utcnow())
+
+        write(rt, run, compute, f"recording the failure of attempt {decision.gang.attempt}")
+    elif decision.action == "DeleteJob":
+        try:
+            rt.kube.delete("Job", ns, job_name(run.name), uid=decision.job_uid)
+        except Exception as exc:
+            raise to_kopf_error(exc, f"deleting Job {job_name(run.name)} ({decision.message})") from None
+        _delete_pods(rt, ns, decision.pods)
+    elif decision.action == "CreateJob":
+        create_children(rt, run, decision.gang.attempt)
+
+
+def _delete_pods(rt: Runtime, namespace: str, names: tuple[str, ...]) -> None:
+    """The pods of a deleted attempt (the garbage collector takes them too, where one runs)."""
+    try:
+        for name in names:
+            rt.kube.delete("Pod", namespace, name)
+    except Exception as exc:
+        raise to_kopf_error(exc, f"deleting the pods of the last attempt in {namespace}") from None

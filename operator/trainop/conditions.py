@@ -53,6 +53,13 @@ EXIT_REASONS = {
     exitcodes.NAN_LOSS: "NaNLoss",
 }
 
+# What each of those means, and what to do about it (condition messages, single- and multi-worker runs).
+EXIT_DETAILS = {
+    "NaNLoss": "the loss became NaN/inf (exit code 4); lower training.learningRate or gradClip",
+    "InvalidConfig": "the trainer refused the spec or data (exit code 2); see the pod log",
+    "StorageError": "checkpoint storage unusable (exit code 3); check the S3 endpoint/credentials",
+}
+
 Condition = dict[str, Any]
 
 
@@ -158,19 +165,19 @@ def _job_conditions(job: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {str(c.get("type")): c for c in conds if c.get("status") == "True"}
 
 
-def _trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+def trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return next((s for s in statuses if s.get("name") == TRAINER_CONTAINER), statuses[0] if statuses else {})
 
 
-def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    state = _trainer_status(pod)
+def terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    state = trainer_status(pod)
     term = (state.get("state") or {}).get("terminated") or (state.get("lastState") or {}).get("terminated")
     return term if isinstance(term, Mapping) else None
 
 
 def _pod_sort_key(pod: Mapping[str, Any]) -> str:
-    term = _terminated(pod) or {}
+    term = terminated(pod) or {}
     return str(term.get("finishedAt") or (pod.get("metadata") or {}).get("creationTimestamp") or "")
 
 
@@ -178,7 +185,7 @@ def restarts(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int:
     """Failed attempts: the Job's ``status.failed`` (or the failed pods, if more: preemptions ignored by the
     podFailurePolicy are not counted there) plus in-place container restarts."""
     failed_pods = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
-    in_place = sum(int(_trainer_status(p).get("restartCount") or 0) for p in pods)
+    in_place = sum(int(trainer_status(p).get("restartCount") or 0) for p in pods)
     return max(int((job.get("status") or {}).get("failed") or 0), failed_pods) + in_place
 
 
@@ -190,8 +197,8 @@ def failure_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
     job_message = str(cond.get("message") or "the Job failed")
     if job_reason == "DeadlineExceeded":
         return "DeadlineExceeded", f"activeDeadlineSeconds reached: {job_message}"
-    failed = sorted((p for p in pods if _terminated(p)), key=_pod_sort_key)
-    last = _terminated(failed[-1]) if failed else None
+    failed = sorted((p for p in pods if terminated(p)), key=_pod_sort_key)
+    last = terminated(failed[-1]) if failed else None
     code: int | None = None
     match = re.search(r"exit code (\d+)", job_message)
     if job_reason == "PodFailurePolicy" and match:
@@ -200,12 +207,7 @@ def failure_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
         code = int(last["exitCode"])
     if code in EXIT_REASONS:
         reason = EXIT_REASONS[code]
-        detail = {
-            "NaNLoss": "the loss became NaN/inf (exit code 4); lower training.learningRate or gradClip",
-            "InvalidConfig": "the trainer refused the spec or data (exit code 2); see the pod log",
-            "StorageError": "checkpoint storage unusable (exit code 3); check the S3 endpoint/credentials",
-        }[reason]
-        return reason, detail
+        return reason, EXIT_DETAILS[reason]
     if last is not None and last.get("reason") == "OOMKilled":
         return "OOMKilled", "the trainer ran out of memory (OOMKilled); raise resources.limits.memory"
     if job_reason == "BackoffLimitExceeded":
@@ -218,7 +220,7 @@ def pending_reason(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
     """Why an active Job has no running trainer: ImagePullBackOff, Unschedulable, Restarting, Starting..."""
     live = [p for p in pods if (p.get("status") or {}).get("phase") in (None, "Pending")]
     for pod in live:
-        waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+        waiting = (trainer_status(pod).get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in WAITING_REASONS:
             return str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])
         status = pod.get("status") or {}
@@ -292,7 +294,10 @@ def job_to_conditions(
             if (p.get("status") or {}).get("phase") == "Running"
             and not (p.get("metadata") or {}).get("deletionTimestamp")
         ]
-        if running:
+        workers = int((job.get("spec") or {}).get("parallelism") or 1)
+        if running and workers > 1:
+            updates.append(_gang_running(job, pods, running, workers))
+        elif running:
             pod = running[0]
             node = (pod.get("spec") or {}).get("nodeName")
             where = f" on node {node}" if node else ""
@@ -302,6 +307,22 @@ def job_to_conditions(
             reason, message = pending_reason(job, pods)
             updates.append((RUNNING, "False", reason, message))
     return Observation(updates, count, start, end)
+
+
+def _gang_running(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    running: Sequence[Mapping[str, Any]],
+    workers: int,
+) -> tuple[str, str, str, str]:
+    """A multi-worker Job runs when all its workers do (they cannot train without each other); until then, why
+    the others do not (Unschedulable, ImagePullBackOff...), else that they are starting."""
+    if len(running) >= workers:
+        return (RUNNING, "True", "PodsRunning", f"all {workers} workers are running")
+    reason, message = pending_reason(job, pods)
+    if reason == "Starting":
+        message = f"{len(running)} of {workers} workers are running; the others are starting"
+    return (RUNNING, "False", reason, message)
 
 
 def apply_updates(

@@ -31,7 +31,19 @@ CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "rule": "!has(self.symbols) || size(self.symbols) == 0 || self.symbols[0] == self.symbol",
             "message": "symbols[0] must be the evaluated symbol (spec.symbol)",
             "fieldPath": ".symbols",
-        }
+        },
+        # A multi-worker run's gang (its Indexed Job, Service and restarts) is shaped at creation.
+        {
+            "rule": "(has(self.workers) ? self.workers : 1) == (has(oldSelf.workers) ? oldSelf.workers : 1)",
+            "message": "workers cannot change after creation; delete and re-create the TrainingRun",
+            "fieldPath": ".workers",
+        },
+        {
+            "rule": "has(self.procsPerWorker) == has(oldSelf.procsPerWorker) && "
+            "(!has(self.procsPerWorker) || self.procsPerWorker == oldSelf.procsPerWorker)",
+            "message": "procsPerWorker cannot change after creation; delete and re-create the TrainingRun",
+            "fieldPath": ".procsPerWorker",
+        },
     ],
     ("model",): [
         {
@@ -146,6 +158,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "MASE", "type": "number", "jsonPath": ".status.metrics.valMase", "priority": 1},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts", "priority": 1},
+    {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
 ]
 

@@ -15,7 +15,11 @@ per-run timers would need a finalizer too, hence one stall sweep (``stall``).
 
 Errors: ``kopf.PermanentError`` for what retrying cannot fix (an invalid spec, an object the API server
 rejects), ``kopf.TemporaryError`` with a delay for everything else (``kube.to_kopf_error``). Watch handlers
-(Job/pod events) are not retried by kopf; their failures are logged with the run and fixed by the next event."""
+(Job/pod events) are not retried by kopf; their failures are logged with the run and fixed by the next event.
+
+Multi-worker runs: a Job or pod event of one (its Job failed, replaced or gone) drives its gang restart
+(``children.reconcile_gang``); the create/resume handler finishes one the operator was stopped in, and retries
+while the pods of the last attempt are still going."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
 
 from . import children as ch
 from . import logs, prometheus, stall
-from .builders import RUN_LABEL, describe_spec_error
+from .builders import RUN_LABEL, describe_spec_error, is_gang
 from .conditions import FAILED, get_condition
 from .kube import EVENT_COMPONENT, Kube, instance_name
 from .runs import Run, parse_run
@@ -104,7 +108,7 @@ def runs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 def run_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[RUN_LABEL]): ch.trim(body, ("suspend",))}
+    return {(namespace, labels[RUN_LABEL]): ch.trim(body, ("suspend", "parallelism"))}
 
 
 @kopf.index("v1", "pods", labels=CHILD)
@@ -159,10 +163,11 @@ async def spec_changed(
             await rt.offload(ch.set_suspend, rt, run, run.spec.suspend, pods)
         others = [c for c in changed if c != "suspend"]
         if others and status.get("jobName"):
-            message = (
-                f"{', '.join('spec.' + c for c in others)} changed after the Job was created; "
-                "delete and re-create the TrainingRun to apply it"
-            )
+            fields = ", ".join("spec." + c for c in others)
+            how = "delete and re-create the TrainingRun to apply it"
+            if is_gang(run.spec):  # every gang restart builds its Job from the spec as it is then
+                how = "it applies from the next gang restart (or delete and re-create the TrainingRun)"
+            message = f"{fields} changed after the Job was created; {how}"
             await rt.offload(rt.writer.post, run.ref(), Event("Warning", "SpecChangeIgnored", message))
 
 
@@ -174,9 +179,12 @@ async def _refresh(
 ) -> None:
     key = (str(namespace), str(labels.get(RUN_LABEL)))
     job, pods = _children(key, kwargs)
-    run: Run | None = ch.run_of(key, index(kwargs, "runs"), job) if job is not None else None
-    if job is None or run is None:
-        return  # no Job yet (or gone with its TTL), or a Job of an older run of this name
+    run: Run | None = ch.run_of(key, index(kwargs, "runs"), job)
+    gang = run is not None and run.spec is not None and is_gang(run.spec)
+    if run is None or (job is None and not gang):
+        # No Job yet (or gone with its TTL), or a Job of an older run of this name. A multi-worker run
+        # without a Job is between two attempts of a gang restart: the refresh goes on to create the next.
+        return
     rt = runtime(memo)
     try:
         with prometheus.timed(handler):

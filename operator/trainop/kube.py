@@ -97,6 +97,11 @@ class Kube:
                 self.core.read_namespaced_pod,
                 self.core.delete_namespaced_pod,
             ),
+            "Service": (
+                self.core.create_namespaced_service,
+                self.core.read_namespaced_service,
+                self.core.delete_namespaced_service,
+            ),
             "ServiceAccount": (
                 self.core.create_namespaced_service_account,
                 self.core.read_namespaced_service_account,
@@ -174,11 +179,19 @@ class Kube:
             raise kopf.TemporaryError(f"{kind} {meta['name']} is being deleted", delay=2)
         return existing, False
 
-    def delete(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete in the background (dependents too); False when it was already gone."""
+    def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete in the background (dependents too); False when it was already gone. With ``uid``: only that
+        object (a precondition), never a newer one of the same name -- False when the name is another's now."""
         delete = self._kinds[kind][2]
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
-        return _or_none(lambda: delete(name, namespace, body=body, **self._opts)) is not None
+        body: Json = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            return _or_none(lambda: delete(name, namespace, body=body, **self._opts)) is not None
+        except ApiException as exc:
+            if uid and exc.status == 409:
+                return False
+            raise
 
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Json | None:
         """Merge-patch a Job; None when there is no such Job."""

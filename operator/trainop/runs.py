@@ -31,7 +31,8 @@ class Run:
     spec: TrainingRunSpec | None
     error: SpecError | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
-    # Only what the stall sweep needs: the conditions and the trainer's lastProgressTime.
+    # Only what the stall sweep needs (the conditions and the trainer's lastProgressTime), and a multi-worker
+    # run's gang attempt (a Job of an older attempt is stale).
     status: Mapping[str, Any] = field(default_factory=dict)
     raw_symbol: str = ""  # spec.symbol as written, for the metric label of a spec that does not parse
 
@@ -44,6 +45,12 @@ class Run:
         """The metric label: the parsed symbol, else the symbol as written when it looks like one (an alert on
         a refused run still says which market it was for), else empty."""
         return self.spec.symbol if self.spec else self.raw_symbol
+
+    @property
+    def attempt(self) -> int:
+        """The gang attempt the status asks for (0 without one), as of the index."""
+        value = self.status.get("attempt")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
     def valid(self) -> TrainingRunSpec:
         """The spec, or the SpecError naming its fields."""
@@ -98,6 +105,8 @@ def parse_run(body: Mapping[str, Any]) -> Run:
         seen["conditions"] = status["conditions"]
     if isinstance(progress, Mapping) and progress.get("lastProgressTime"):
         seen["progress"] = {"lastProgressTime": progress["lastProgressTime"]}
+    if isinstance(status, Mapping) and isinstance(status.get("attempt"), int):
+        seen["attempt"] = status["attempt"]
     return Run(
         namespace=str(meta.get("namespace") or "default"),
         name=name,

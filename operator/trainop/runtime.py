@@ -7,14 +7,18 @@ built at import time (importing ``trainop.handlers`` connects to nothing).
 
 Why ``offload``: the handlers are ``async`` so that they read kopf's indexes on the event loop, the only
 thread that changes them (reading from a worker thread could meet a half-updated entry); the blocking API calls
-then run in this pool, with the handler's context variables (kopf needs them to post and to log)."""
+then run in this pool, with the handler's context variables (kopf needs them to post and to log).
+
+Why ``Serial``: the steps of a gang restart (``trainop.gang``) must not interleave for one run, and a burst of
+events (every worker's pod changes at once) must not fill the pool with threads that wait for each other."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -30,6 +34,35 @@ T = TypeVar("T")
 MEMO_KEY = "trainop"
 
 
+class Serial:
+    """One call at a time per key, coalescing: a call that arrives while one runs for its key returns None at
+    once and makes the running one go round again (it reads the API afresh each round), so a burst of events
+    costs two rounds and holds one pool thread."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._again: dict[Hashable, bool] = {}  # key -> another round asked for; present while one runs
+
+    def run(self, key: Hashable, fn: Callable[[], T]) -> T | None:
+        with self._guard:
+            if key in self._again:
+                self._again[key] = True
+                return None
+            self._again[key] = False
+        try:
+            while True:
+                result = fn()
+                with self._guard:
+                    if not self._again[key]:
+                        del self._again[key]
+                        return result
+                    self._again[key] = False
+        except BaseException:
+            with self._guard:
+                self._again.pop(key, None)
+            raise
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -38,6 +71,7 @@ class Runtime:
     pool: ThreadPoolExecutor
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    gangs: Serial = field(default_factory=Serial)  # the gang reconciles of multi-worker runs, per run
 
     @classmethod
     def create(cls, settings: Settings, kube: Kube, workers: int = 16) -> Runtime:

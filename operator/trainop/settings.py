@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     timer_interval_seconds: float = Field(
         default=30.0, gt=0.0, description="Interval of the stall sweep over all runs."
     )
+    rendezvous_port: int = Field(
+        default=29500,
+        ge=1,
+        le=65535,
+        description="Multi-worker runs: TCP port of worker 0's rendezvous (torchrun --master-port), on the "
+        "run's headless Service.",
+    )
+    rendezvous_timeout_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=86400,
+        description="Multi-worker runs: how long workers wait for each other at start (torchrun --rdzv-conf "
+        "timeout, and TRAINER_RENDEZVOUS_TIMEOUT_SECONDS in the pod) before they give up with exit code 5.",
+    )
     peering: str | None = Field(default=None, description="kopf peering name; empty: standalone.")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines unless stderr is a terminal."

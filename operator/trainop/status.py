@@ -30,6 +30,7 @@ from .conditions import (
     job_to_conditions,
     phase_reason,
 )
+from .gang import Decision
 
 Update = tuple[str, str, str, str]
 _STATUS_KEYS = {f.alias or name for name, f in TrainingRunStatus.model_fields.items()}
@@ -91,9 +92,12 @@ def compose(
     run: Mapping[str, Any],
     updates: Sequence[Update],
     now: datetime,
+    *,
+    restart_message: str | None = None,
     **fields: Any,
 ) -> StatusChange:
-    """Apply condition updates (and plain fields such as jobName, restarts) to the run's current status."""
+    """Apply condition updates (and plain fields such as jobName, restarts) to the run's current status.
+    ``restart_message``: what the Restarted Event says when restarts grows (a gang restart names its worker)."""
     unknown = set(fields) - _STATUS_KEYS
     if unknown:
         raise TypeError(f"not fields of a TrainingRun status: {', '.join(sorted(unknown))}")
@@ -121,7 +125,8 @@ def compose(
             Event(
                 "Warning",
                 "Restarted",
-                f"an attempt failed; restarts: {wanted.restarts} (resuming from the last checkpoint)",
+                restart_message
+                or f"an attempt failed; restarts: {wanted.restarts} (resuming from the last checkpoint)",
             )
         )
     return StatusChange(patch, events, status.phase, wanted.phase or "Pending", reason)
@@ -134,26 +139,52 @@ def observe(
     now: datetime,
     *,
     spec_suspend: bool,
+    gang: bool = False,
 ) -> StatusChange:
     """The status change a Job and its pods imply for the run (no Job: nothing, e.g. deleted by its TTL).
-    ``spec_suspend`` is the run's parsed ``spec.suspend``: a suspended Job is the user's doing, else Kueue's."""
+    ``spec_suspend`` is the run's parsed ``spec.suspend``: a suspended Job is the user's doing, else Kueue's.
+    ``gang``: the Job is one attempt of a multi-worker run, whose restarts the operator counts itself
+    (``trainop.gang``) and whose start is that of its first attempt."""
     if job is None:
         return StatusChange()
     obs = job_to_conditions(job, pods, spec_suspend=spec_suspend)
     updates = list(obs.updates)
     finished = any(u[0] in (SUCCEEDED, FAILED) and u[1] == "True" for u in updates)
-    conditions = TrainingRunStatus.parse(run.get("status")).condition_list()
-    if finished and get_condition(conditions, STALLED) is not None:
+    status = TrainingRunStatus.parse(run.get("status"))
+    if finished and get_condition(status.condition_list(), STALLED) is not None:
         updates.append((STALLED, "False", "NotRunning", "the run finished"))
     return compose(
         run,
         updates,
         now,
         jobName=(job.get("metadata") or {}).get("name"),
-        restarts=obs.restarts,
-        startTime=obs.start_time,
+        restarts=None if gang else obs.restarts,
+        startTime=(status.start_time or obs.start_time) if gang else obs.start_time,
         completionTime=obs.completion_time,
     )
+
+
+def apply_decision(run: Mapping[str, Any], decision: Decision, now: datetime) -> StatusChange:
+    """The status a gang decision writes: a restart moves ``attempt`` on (and counts it) with the worker that
+    caused it as Running's reason and the Restarted Event; a failure ends the run as a Job failure would."""
+    if decision.action not in ("Fail", "Restart"):
+        return StatusChange()
+    gang = decision.gang
+    counters: dict[str, Any] = {"attempt": gang.attempt, "restarts": gang.restarts, "failures": gang.failures}
+    reason, message = decision.reason, decision.message
+    if decision.action == "Restart":
+        update = (RUNNING, "False", reason, message)
+        return compose(run, [update], now, restart_message=message, **counters)
+    updates: list[Update] = [
+        (FAILED, "True", reason, message),
+        (SUCCEEDED, "False", reason, message),
+        (RUNNING, "False", reason, message),
+        (SUSPENDED, "False", reason, message),
+    ]
+    conditions = TrainingRunStatus.parse(run.get("status")).condition_list()
+    if get_condition(conditions, STALLED) is not None:
+        updates.append((STALLED, "False", "NotRunning", "the run finished"))
+    return compose(run, updates, now, completionTime=decision.completion_time, **counters)
 
 
 def stall_timeout(spec: TrainingRunSpec, default: str) -> str:

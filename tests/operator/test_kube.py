@@ -55,7 +55,9 @@ def kube(kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kube]:
 
 
 def owned(kind: str, name: str, namespace: str, uid: str, **fields: Any) -> dict[str, Any]:
-    api_version = {"Job": "batch/v1", "ServiceAccount": "v1"}.get(kind, "rbac.authorization.k8s.io/v1")
+    api_version = {"Job": "batch/v1", "ServiceAccount": "v1", "Service": "v1"}.get(
+        kind, "rbac.authorization.k8s.io/v1"
+    )
     owner = {"apiVersion": "cryptopredictor.dev/v1alpha1", "kind": "TrainingRun", "name": "r", "uid": uid}
     meta = {"name": name, "namespace": namespace, "ownerReferences": [owner]}
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
@@ -131,3 +133,23 @@ def test_delete_children_takes_only_what_the_run_owns(
     finally:
         rt.pool.shutdown()
     assert kube.read("Job", ns, "r-train") is None and kube.read("Role", ns, "r-trainer") is not None
+
+
+def test_delete_with_a_uid_spares_a_newer_object_of_that_name(kube: Kube, kube_namespace: str) -> None:
+    """A gang restart deletes the Job of the failed attempt by uid: never the next attempt's Job, which has the
+    same name and may already exist."""
+    ns = kube_namespace
+    newer, _ = kube.create(owned("Job", "g-train", ns, "u-1", **JOB_SPEC))
+    assert kube.delete("Job", ns, "g-train", uid="uid-of-the-failed-attempt") is False
+    assert kube.read("Job", ns, "g-train") is not None
+    assert kube.delete("Job", ns, "g-train", uid=newer["metadata"]["uid"]) is True
+    assert kube.read("Job", ns, "g-train") is None
+    assert kube.delete("Job", ns, "g-train", uid=newer["metadata"]["uid"]) is False
+
+
+def test_services_are_a_child_kind(kube: Kube, kube_namespace: str) -> None:
+    spec = {"clusterIP": "None", "selector": {"cryptopredictor.dev/run": "g"}, "ports": [{"port": 29500}]}
+    service = owned("Service", "g-workers", kube_namespace, "u-1", spec=spec)
+    assert kube.create(service)[1] is True and kube.create(service)[1] is False
+    assert kube.read("Service", kube_namespace, "g-workers") is not None
+    assert kube.delete("Service", kube_namespace, "g-workers") is True

@@ -28,7 +28,9 @@ def trainer_exception_classes() -> list[type[BaseException]]:
     import trainer.checkpoint
     import trainer.checkpoint_read
     import trainer.device
+    import trainer.distributed
     import trainer.evaluate
+    import trainer.launch
     import trainer.loop
     import trainer.storage
     import trainer.walkforward
@@ -45,6 +47,8 @@ def trainer_exception_classes() -> list[type[BaseException]]:
         trainer.storage,
         trainer.loop,
         trainer.walkforward,
+        trainer.distributed,
+        trainer.launch,
     ]
     found = {
         obj
@@ -60,7 +64,7 @@ def codes_matching(cls: type[BaseException]) -> set[ExitCode]:
 
 
 def test_exit_codes_are_an_int_enum_with_plain_int_aliases() -> None:
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 143]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 143]
     for code in ExitCode:
         alias = getattr(exitcodes, code.name)
         assert alias == code and type(alias) is int  # YAML/JSON/Kubernetes clients serialise plain ints

@@ -56,6 +56,14 @@ class NaNLoss(TrainerError):
     exit_code = ExitCode.NAN_LOSS
 
 
+class PeerLost(TrainerError):
+    """Distributed runs: a collective or the rendezvous failed or timed out because another worker died or is
+    unreachable. A symptom: the operator names the worker that failed with another code, and the gang restarts."""
+
+    exit_code = ExitCode.PEER_LOST
+    prefix = "distributed"
+
+
 class Preempted(TrainerError):
     """SIGTERM: the run checkpointed and stopped; the Job's next pod resumes."""
 

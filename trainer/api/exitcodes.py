@@ -24,6 +24,10 @@ class ExitCode(IntEnum):
     STORAGE_ERROR = 3
     #: The loss became NaN/inf: retrying from the same checkpoint would repeat it, the Job fails at once.
     NAN_LOSS = 4
+    #: Distributed runs: this worker lost its peers (a collective or the rendezvous failed or timed out) because
+    #: another worker died or never came. A symptom, not a cause: the operator names the worker that failed
+    #: with another code and restarts the gang.
+    PEER_LOST = 5
     #: SIGTERM (preemption, eviction, deletion): a checkpoint was written and uploaded; the pod's restart resumes.
     PREEMPTED = 143
 
@@ -33,4 +37,5 @@ CRASH: int = ExitCode.CRASH.value
 INVALID_CONFIG: int = ExitCode.INVALID_CONFIG.value
 STORAGE_ERROR: int = ExitCode.STORAGE_ERROR.value
 NAN_LOSS: int = ExitCode.NAN_LOSS.value
+PEER_LOST: int = ExitCode.PEER_LOST.value
 PREEMPTED: int = ExitCode.PREEMPTED.value

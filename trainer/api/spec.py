@@ -51,6 +51,8 @@ _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$")
 # A Kueue LocalQueue: an object name (lower-case DNS subdomain) that must also fit the queue-name label (<= 63).
 QUEUE_NAME_PATTERN = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$"
+# The extended resource whose limit sets the default processes per pod (one training process per GPU).
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def label_key_problem(key: str) -> str | None:
@@ -250,7 +252,7 @@ class TrainingRunSpec(_Model):
     symbols: list[str] | None = Field(
         default=None,
         min_length=1,
-        max_length=16,
+        max_length=1024,
         description="Series trained together (the symbol is a static input); the first must be `symbol`.",
     )
     data: DataSpec = Field(default_factory=DataSpec)
@@ -294,6 +296,24 @@ class TrainingRunSpec(_Model):
         max_length=63,
         description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name): a lower-case name of at most 63.",
         json_schema_extra={"pattern": QUEUE_NAME_PATTERN},
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Pods of the run (distributed data-parallel). More than 1: an Indexed Job whose workers are "
+            "restarted together, from the last checkpoint, when one fails. Fixed at creation."
+        ),
+    )
+    procs_per_worker: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description=(
+            "Training processes per pod (torchrun --nproc-per-node), one GPU each; empty: the pod's "
+            "nvidia.com/gpu limit, else 1. Fixed at creation."
+        ),
     )
 
     @field_validator("image")
@@ -360,13 +380,42 @@ class TrainingRunSpec(_Model):
         }
 
 
+def gpu_limit(spec: TrainingRunSpec) -> int:
+    """The pod's ``nvidia.com/gpu`` limit as a whole number (0: none, or not a whole number)."""
+    value = spec.resources.limits.get(GPU_RESOURCE, spec.resources.requests.get(GPU_RESOURCE, 0))
+    text = str(value)
+    return int(text) if text.isdigit() else 0
+
+
+def procs_per_worker(spec: TrainingRunSpec) -> int:
+    """Training processes per pod: ``procsPerWorker``, else one per GPU of the pod's limit, else 1."""
+    return spec.procs_per_worker or max(gpu_limit(spec), 1)
+
+
 def cluster_problems(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
     """What a run needs in a cluster beyond the model (the operator checks this before it creates a Job):
-    checkpoints in S3, since a pod's own filesystem (a path, ``file://``) is lost with every retry."""
+    checkpoints in S3, since a pod's own filesystem (a path, ``file://``) is lost with every retry; a global
+    batch that gives every training process at least one row; no more processes per pod than its GPUs."""
+    problems = []
     uri = spec.checkpoint.uri
     if uri and not S3_URI_RE.match(uri):
-        return [
+        problems.append(
             f"{prefix}.checkpoint.uri: {uri!r} is the pod's own filesystem, lost with the pod (every retry would "
             "start over); in a cluster use s3://bucket/prefix, or leave it empty for the operator's prefix"
-        ]
-    return []
+        )
+    procs = procs_per_worker(spec)
+    world = spec.workers * procs
+    if spec.training.batch_size < world:
+        problems.append(
+            f"{prefix}.training.batchSize: {spec.training.batch_size} is less than the run's {world} training "
+            f"processes (workers {spec.workers} x procsPerWorker {procs}); each process needs at least one "
+            f"row of the global batch: raise batchSize to at least {world}, or use fewer workers/processes"
+        )
+    gpus = gpu_limit(spec)
+    if spec.procs_per_worker and 0 < gpus < spec.procs_per_worker and spec.training.device != "cpu":
+        problems.append(
+            f"{prefix}.procsPerWorker: {spec.procs_per_worker} processes per pod but resources.limits "
+            f"{GPU_RESOURCE} is {gpus}: each process needs a GPU of its own; lower procsPerWorker, raise the "
+            "limit, or set training.device to cpu"
+        )
+    return problems

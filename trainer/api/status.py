@@ -5,9 +5,9 @@ phase, gauges) and the CRD's status schema (generated from these models by ``tra
 key; with one model a key cannot be spelt one way by its writer and another by its reader.
 
 Who writes what: the operator owns ``phase``/``reason``/``message``/``conditions``/``jobName``/``startTime``/
-``completionTime``/``restarts``/``observedGeneration``; the trainer owns ``progress``, ``checkpoint`` and
-``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set, where ``None``
-deletes a field (the ETA once a run is finished).
+``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``; the trainer owns ``progress``,
+``checkpoint`` and ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
+where ``None`` deletes a field (the ETA once a run is finished).
 
 Values a person reads (``kubectl get tr``, ``describe``) are rounded here, where the status is made: floats to 4
 significant digits (``0.1538``, not ``0.15380635857582092``), samples/s to an integer; NaN and infinity (a NaN
@@ -196,6 +196,11 @@ class TrainingRunStatus(_Status):
     start_time: Timestamp = None
     completion_time: Timestamp = None
     restarts: int | None = None
+    # Multi-worker runs (gang restarts, ``trainop.gang``): the Job attempt the operator wants running (0-based;
+    # the Job's cryptopredictor.dev/attempt label), and the restarts that counted against spec.backoffLimit
+    # (restarts after a preemption do not).
+    attempt: int | None = None
+    failures: int | None = None
     progress: Progress | None = None
     checkpoint: CheckpointStatus | None = None
     metrics: Metrics | None = None

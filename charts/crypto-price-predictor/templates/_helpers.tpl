@@ -94,10 +94,15 @@ cluster-wide mode and the per-namespace Roles).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Pod state: Unschedulable, ImagePullBackOff, OOMKilled, exit codes.
+# Pod state: Unschedulable, ImagePullBackOff, OOMKilled, exit codes. delete: a gang restart removes the pods of
+# the failed attempt (and a deleted run's, where no garbage collector does).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "delete"]
+# The headless Service through which the workers of a multi-worker run find each other.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # Kubernetes events about runs (kopf posts to the core API; the events.k8s.io API for newer clients).
 - apiGroups: [""]
   resources: ["events"]

@@ -6,16 +6,30 @@ local subprocess with the container's env (secretKeyRef/configMapKeyRef/fieldRef
 API), writes Pod phases and Job status (active/succeeded/failed, Complete/Failed/Suspended conditions)
 back, retries up to ``backoffLimit``, honours ``suspend`` and ``activeDeadlineSeconds``, and lets tests
 SIGKILL a pod's process to exercise retries and checkpoint resumption.
+
+Indexed Jobs (``completionMode: Indexed``, see ``indexed``) get a pod ``<job>-<index>-<random>`` for each
+index neither succeeded nor running, up to ``parallelism``, with the ``batch.kubernetes.io/job-completion-index``
+annotation and label, ``spec.hostname: <job>-<index>`` and ``JOB_COMPLETION_INDEX`` in the env. The Job
+status gets ``completedIndexes``/``succeeded``, and Complete once every index succeeded. A failed pod within
+``backoffLimit`` is replaced for its index only; past it the Job fails: its other pods are terminated
+(SIGTERM, SIGKILL after a grace), recorded Failed with their exit codes and counted in ``failed``.
+
+DNS test shim (``hostnames``): the emulator has no DNS and every pod is a process on 127.0.0.1, whereas a real
+cluster resolves ``<hostname>.<subdomain>[.<ns>[.svc[.cluster.local]]]`` through the headless Service's
+per-pod records. torch's TCPStore/gloo resolve in C++, so for a template with a ``subdomain`` the kubelet
+rewrites those names in the container's command, args and env values to ``127.0.0.1`` (ports kept).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import datetime
 import os
 import pathlib
 import random
+import re
 import signal
 import string
 import subprocess
@@ -26,22 +40,51 @@ from typing import Any
 
 from tests.support.procs import stop_process
 
+from . import hostnames, indexed
 from .client import Api, ApiResponseError
+
+Condition = tuple[str, str, str, str]  # type, status, reason, message
+COMPLETE: Condition = ("Complete", "True", "Completed", "Job completed")
+BACKOFF_EXCEEDED: Condition = (
+    "Failed",
+    "True",
+    "BackoffLimitExceeded",
+    "Job has reached the specified backoff limit",
+)
+DEADLINE_EXCEEDED: Condition = (
+    "Failed",
+    "True",
+    "DeadlineExceeded",
+    "Job was active longer than specified deadline",
+)
+_FIELD_MAP = re.compile(r"metadata\.(annotations|labels)\['([^']*)'\]")
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _suffix() -> str:
+    return "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+
+
 @dataclass
 class _Run:
     pod: str
     namespace: str
+    job: str
     job_uid: str
     process: subprocess.Popen[bytes]
     log: pathlib.Path
+    container: str  # the container's name, for its containerStatuses entry
+    index: int | None = None  # the completion index of an Indexed Job's pod
     started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=_now)
     killed: bool = False
+
+    def exit_code(self) -> int:
+        code = self.process.wait()  # only asked once the process has ended
+        return 128 - code if code < 0 else code
 
 
 class Kubelet:
@@ -88,6 +131,13 @@ class Kubelet:
         with self._lock:
             return [name for name in self.runs if job is None or name.startswith(f"{job}-")]
 
+    def pods_by_index(self, job: str) -> dict[int, str]:
+        """The running pods of the Indexed Job ``job``, by completion index."""
+        with self._lock:
+            return {
+                run.index: run.pod for run in self.runs.values() if run.job == job and run.index is not None
+            }
+
     def logs(self, pod: str) -> str:
         path = self.workdir / f"{pod}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -107,70 +157,63 @@ class Kubelet:
 
     def _tick(self) -> None:
         jobs = {job["metadata"]["uid"]: job for job in self.api.get(self._jobs_path())["items"]}
-        for pod, run in list(self.runs.items()):
+        runs = list(self.runs.values())
+        self._terminate_all([run for run in runs if run.job_uid not in jobs])  # their Job was deleted
+        for run in runs:
             job = jobs.get(run.job_uid)
-            if job is None:  # the Job was deleted: stop its process
-                self._terminate(run)
-                self._forget(pod)
-            elif run.process.poll() is not None:
+            # a run an earlier _finish of this tick terminated is gone from self.runs already
+            if job is not None and self.runs.get(run.pod) is run and run.process.poll() is not None:
                 self._finish(job, run)
         for job in jobs.values():
             self._sync(job)
 
+    def _job_runs(self, job: dict[str, Any]) -> list[_Run]:
+        return [run for run in self.runs.values() if run.job_uid == job["metadata"]["uid"]]
+
     def _sync(self, job: dict[str, Any]) -> None:
         meta, spec, status = job["metadata"], job["spec"], job.get("status") or {}
-        done = any(
-            c["type"] in ("Complete", "Failed") and c["status"] == "True"
-            for c in status.get("conditions", [])
-        )
-        active = [run for run in self.runs.values() if run.job_uid == meta["uid"]]
+        done = self._condition(status, "Complete") or self._condition(status, "Failed")
         if done or meta.get("deletionTimestamp"):
             return
+        active = self._job_runs(job)
         if spec.get("suspend"):
-            for run in active:
-                self._terminate(run)
-                self.api.ok("DELETE", f"/api/v1/namespaces/{run.namespace}/pods/{run.pod}")
-                self._forget(run.pod)
-            if not self._condition(status, "Suspended"):
-                self._job_status(
-                    job, active=0, condition=("Suspended", "True", "JobSuspended", "Job suspended")
-                )
-            return
-        if self._condition(status, "Suspended"):
+            self._suspend(job, active)
+        elif self._condition(status, "Suspended"):
             self._job_status(job, condition=("Suspended", "False", "JobResumed", "Job resumed"))
-            return
+        elif self._deadline_exceeded(spec, status, active):
+            self._terminate_all(active)
+            failed = status.get("failed", 0) + len(active)
+            self._job_status(job, active=0, failed=failed, condition=DEADLINE_EXCEEDED)
+        elif indexed.is_indexed(spec):
+            for index in indexed.to_start(
+                spec, status, {run.index for run in active if run.index is not None}
+            ):
+                self._start(job, index)
+        elif not active:
+            self._start(job)
+
+    def _suspend(self, job: dict[str, Any], active: list[_Run]) -> None:
+        self._terminate_all(active)
+        for run in active:
+            self.api.ok("DELETE", f"/api/v1/namespaces/{run.namespace}/pods/{run.pod}")
+        if not self._condition(job.get("status") or {}, "Suspended"):
+            self._job_status(job, active=0, condition=("Suspended", "True", "JobSuspended", "Job suspended"))
+
+    @staticmethod
+    def _deadline_exceeded(spec: dict[str, Any], status: dict[str, Any], active: list[_Run]) -> bool:
         deadline = spec.get("activeDeadlineSeconds")
-        if (
+        return bool(
             deadline
             and status.get("startTime")
             and active
-            and time.monotonic() - active[0].started > deadline
-        ):
-            for run in active:
-                self._terminate(run)
-                self._forget(run.pod)
-            self._job_status(
-                job,
-                active=0,
-                failed=status.get("failed", 0) + 1,
-                condition=(
-                    "Failed",
-                    "True",
-                    "DeadlineExceeded",
-                    "Job was active longer than specified deadline",
-                ),
-            )
-            return
-        if not active:
-            self._start(job)
+            and time.monotonic() - min(run.started for run in active) > deadline
+        )
 
     @staticmethod
     def _condition(status: dict[str, Any], kind: str) -> bool:
         return any(c["type"] == kind and c["status"] == "True" for c in status.get("conditions", []))
 
-    def _job_status(
-        self, job: dict[str, Any], condition: tuple[str, str, str, str] | None = None, **counters: Any
-    ) -> None:
+    def _job_status(self, job: dict[str, Any], condition: Condition | None = None, **counters: Any) -> None:
         meta = job["metadata"]
         status: dict[str, Any] = dict(counters)
         if condition is not None:
@@ -192,8 +235,11 @@ class Kubelet:
         )
         job["status"] = updated.get("status") or {}
 
-    def _env(self, namespace: str, pod: str, container: dict[str, Any]) -> dict[str, str]:
-        env = {**self.extra_env}
+    # -- pods -------------------------------------------------------------------------------------------
+    def _env(self, meta: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """The container's own env (not ``extra_env``), references resolved."""
+        namespace, pod = meta["namespace"], meta["name"]
+        env: dict[str, str] = {}
         for var in container.get("env") or []:
             source = var.get("valueFrom")
             if source is None:
@@ -209,17 +255,15 @@ class Kubelet:
                 elif not ref.get("optional"):
                     raise RuntimeError(f"{kind} {ref['name']!r} has no key {ref['key']!r} for pod {pod}")
             elif "fieldRef" in source:
-                env[var["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}.get(
-                    source["fieldRef"]["fieldPath"], ""
-                )
+                env[var["name"]] = _field_ref(meta, source["fieldRef"]["fieldPath"])
         return env
 
-    def _start(self, job: dict[str, Any]) -> None:
+    def _pod(self, job: dict[str, Any], index: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The metadata and spec of a new pod of ``job`` (of its completion ``index`` if Indexed)."""
         meta, template = job["metadata"], job["spec"]["template"]
-        namespace = meta["namespace"]
-        pod = f"{meta['name']}-{''.join(random.choices(string.ascii_lowercase + string.digits, k=5))}"
+        template_meta = template.get("metadata") or {}
         labels = {
-            **(template.get("metadata", {}).get("labels") or {}),
+            **(template_meta.get("labels") or {}),
             "job-name": meta["name"],
             "controller-uid": meta["uid"],
             "batch.kubernetes.io/job-name": meta["name"],
@@ -233,116 +277,175 @@ class Kubelet:
             "controller": True,
             "blockOwnerDeletion": True,
         }
-        self.api.create(
-            f"/api/v1/namespaces/{namespace}/pods",
-            {
-                "metadata": {"name": pod, "labels": labels, "ownerReferences": [owner]},
-                "spec": template["spec"],
-            },
-        )
-        container = template["spec"]["containers"][0]
-        pod_path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
+        prefix = meta["name"] if index is None else f"{meta['name']}-{index}"
+        pod_meta: dict[str, Any] = {
+            "name": f"{prefix}-{_suffix()}",
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner],
+        }
+        if template_meta.get("annotations"):
+            pod_meta["annotations"] = dict(template_meta["annotations"])
+        spec = copy.deepcopy(template["spec"])
+        if index is not None:
+            indexed.stamp(pod_meta, spec, meta["name"], index)
+        return pod_meta, spec
+
+    def _start(self, job: dict[str, Any], index: int | None = None) -> None:
+        namespace = job["metadata"]["namespace"]
+        meta, spec = self._pod(job, index)
+        self.api.create(f"/api/v1/namespaces/{namespace}/pods", {"metadata": meta, "spec": spec})
+        container = spec["containers"][0]
+        pod_path = f"/api/v1/namespaces/{namespace}/pods/{meta['name']}/status"
         try:
-            env = self._env(namespace, pod, container)
+            env = self._env(meta, container)
         except RuntimeError as exc:
             self.api.merge(
                 pod_path,
                 {"status": {"phase": "Pending", "reason": "CreateContainerConfigError", "message": str(exc)}},
             )
             raise
-        log = self.workdir / f"{pod}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [*container.get("command", []), *container.get("args", [])],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=container.get("workingDir"),
-            )
-        with self._lock:
-            self.runs[pod] = _Run(pod, namespace, meta["uid"], process, log)
+        argv = [*container.get("command", []), *container.get("args", [])]
+        if subdomain := spec.get("subdomain"):  # the DNS test shim, see ``hostnames``
+            argv = hostnames.rewrite_all(argv, subdomain, namespace)
+            env = dict(zip(env, hostnames.rewrite_all(env.values(), subdomain, namespace), strict=True))
+        run = self._spawn(job, meta["name"], container, argv, {**self.extra_env, **env}, index)
         self.api.merge(
             pod_path,
             {
                 "status": {
                     "phase": "Running",
-                    "startTime": _now(),
+                    "startTime": run.started_at,
+                    "conditions": _pod_conditions(ready=True),
                     "containerStatuses": [
                         {
                             "name": container["name"],
                             "ready": True,
                             "restartCount": 0,
                             "image": container.get("image", ""),
-                            "state": {"running": {"startedAt": _now()}},
+                            "state": {"running": {"startedAt": run.started_at}},
                         }
                     ],
                 }
             },
         )
         status = job.get("status") or {}
-        self._job_status(job, active=1, startTime=status.get("startTime") or _now())
+        self._job_status(job, active=len(self._job_runs(job)), startTime=status.get("startTime") or _now())
 
-    def _finish(self, job: dict[str, Any], run: _Run) -> None:
-        code = run.process.returncode
-        exit_code = 128 - code if code < 0 else code
-        phase = "Succeeded" if code == 0 else "Failed"
-        reason = "Completed" if code == 0 else "Error"
-        self._forget(run.pod)
+    def _spawn(
+        self,
+        job: dict[str, Any],
+        pod: str,
+        container: dict[str, Any],
+        argv: list[str],
+        env: dict[str, str],
+        index: int | None,
+    ) -> _Run:
+        log = self.workdir / f"{pod}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=container.get("workingDir")
+            )
+        meta = job["metadata"]
+        run = _Run(pod, meta["namespace"], meta["name"], meta["uid"], process, log, container["name"], index)
+        with self._lock:
+            self.runs[pod] = run
+        return run
+
+    def _record_exit(self, run: _Run) -> None:
+        """Write the ended pod's phase and its container's ``state.terminated``."""
+        code = run.exit_code()
+        terminated = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": run.started_at,
+            "finishedAt": _now(),
+        }
         with contextlib.suppress(ApiResponseError):  # the pod may be gone already
             self.api.merge(
                 f"/api/v1/namespaces/{run.namespace}/pods/{run.pod}/status",
                 {
                     "status": {
-                        "phase": phase,
+                        "phase": "Succeeded" if code == 0 else "Failed",
+                        "conditions": _pod_conditions(ready=False),
                         "containerStatuses": [
                             {
-                                "name": "main",
+                                "name": run.container,
                                 "ready": False,
                                 "restartCount": 0,
-                                "state": {
-                                    "terminated": {
-                                        "exitCode": exit_code,
-                                        "reason": reason,
-                                        "finishedAt": _now(),
-                                    }
-                                },
+                                "state": {"terminated": terminated},
                             }
                         ],
                     }
                 },
             )
+
+    # -- the Job controller's reaction to an ended pod --------------------------------------------------
+    def _finish(self, job: dict[str, Any], run: _Run) -> None:
+        self._forget(run.pod)
+        self._record_exit(run)
         status = job.get("status") or {}
-        if code == 0:
-            self._job_status(
-                job,
-                active=0,
-                succeeded=status.get("succeeded", 0) + 1,
-                completionTime=_now(),
-                condition=("Complete", "True", "Completed", "Job completed"),
-            )
+        if run.exit_code() == 0:
+            if run.index is None:
+                succeeded = status.get("succeeded", 0) + 1
+                self._job_status(
+                    job, active=0, succeeded=succeeded, completionTime=_now(), condition=COMPLETE
+                )
+            else:
+                self._index_succeeded(job, run.index)
             return
         failed = status.get("failed", 0) + 1
-        if failed > job["spec"].get("backoffLimit", 6):
-            self._job_status(
-                job,
-                active=0,
-                failed=failed,
-                condition=(
-                    "Failed",
-                    "True",
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                ),
-            )
-        else:
-            self._job_status(job, active=0, failed=failed)
+        if failed <= job["spec"].get("backoffLimit", 6):  # the next _sync replaces it (its index only)
+            self._job_status(job, active=len(self._job_runs(job)), failed=failed)
+            return
+        others = self._job_runs(job)  # the Job failed: the controller terminates the rest
+        self._terminate_all(others, record=True)
+        self._job_status(job, active=0, failed=failed + len(others), condition=BACKOFF_EXCEEDED)
 
-    def _terminate(self, run: _Run) -> None:
-        stop_process(run.process, timeout=10)
+    def _index_succeeded(self, job: dict[str, Any], index: int) -> None:
+        done = indexed.parse((job.get("status") or {}).get("completedIndexes")) | {index}
+        counters: dict[str, Any] = {
+            "active": len(self._job_runs(job)),
+            "succeeded": len(done),
+            "completedIndexes": indexed.format_indexes(done),
+        }
+        if indexed.all_succeeded(job["spec"], done):
+            self._job_status(job, completionTime=_now(), condition=COMPLETE, **counters)
+        else:
+            self._job_status(job, **counters)
+
+    def _terminate_all(self, runs: list[_Run], record: bool = False) -> None:
+        """SIGTERM the runs' processes together, SIGKILL those still alive after 10 s; ``record``: write
+        their pods' Failed status with the exit codes."""
+        stoppers = [threading.Thread(target=stop_process, args=(run.process, 10)) for run in runs]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper, run in zip(stoppers, runs, strict=True):
+            stopper.join()
+            self._forget(run.pod)
+            if record:
+                self._record_exit(run)
 
     def _forget(self, pod: str) -> None:
         with self._lock:
             self.runs.pop(pod, None)
+
+
+def _field_ref(meta: dict[str, Any], path: str) -> str:
+    """A pod's ``fieldRef`` value: its name, namespace, or ``metadata.annotations['k']`` / labels."""
+    if match := _FIELD_MAP.fullmatch(path):
+        return str((meta.get(match[1]) or {}).get(match[2], ""))
+    return str({"metadata.name": meta["name"], "metadata.namespace": meta["namespace"]}.get(path, ""))
+
+
+def _pod_conditions(ready: bool) -> list[dict[str, str]]:
+    now, value = _now(), "True" if ready else "False"
+    return [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": value, "lastTransitionTime": now},
+        {"type": "Ready", "status": value, "lastTransitionTime": now},
+    ]
 
 
 def default_env() -> dict[str, str]:
