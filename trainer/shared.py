@@ -28,11 +28,14 @@ _TENSORS = ("observed", "known", "target", "symbol", "scale", "offset")
 
 
 def shared_path(env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    """One file per run and machine: torchrun's run id and this machine's node rank."""
+    """One file per run and machine: torchrun's run id (``none`` for a static rendezvous, so also the master's
+    address and port, which no two runs on one host share) and this machine's node rank."""
     base = Path(env.get("TRAINER_SHARED_DIR") or tempfile.gettempdir())
-    run = env.get("TORCHELASTIC_RUN_ID") or env.get("MASTER_PORT") or "local"
+    run = env.get("TORCHELASTIC_RUN_ID") or "local"
+    master = f"{env.get('MASTER_ADDR', '')}-{env.get('MASTER_PORT', '')}".strip("-")
     node = env.get("GROUP_RANK", "0")
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in f"{run}-{node}")
+    key = "-".join(part for part in (run, master, node) if part)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
     return base / f"trainer-windows-{safe}.pt"
 
 

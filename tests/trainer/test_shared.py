@@ -39,8 +39,16 @@ def test_the_other_ranks_build_no_training_windows() -> None:
     ("env", "name"),
     [
         ({"TORCHELASTIC_RUN_ID": "abc", "GROUP_RANK": "1"}, "trainer-windows-abc-1.pt"),
-        ({"MASTER_PORT": "29500"}, "trainer-windows-29500-0.pt"),
-        ({"TORCHELASTIC_RUN_ID": "a/../b"}, "trainer-windows-a____b-0.pt"),
+        (
+            {
+                "TORCHELASTIC_RUN_ID": "none",
+                "MASTER_ADDR": "w-0.svc",
+                "MASTER_PORT": "29500",
+                "GROUP_RANK": "1",
+            },
+            "trainer-windows-none-w-0.svc-29500-1.pt",
+        ),
+        ({"TORCHELASTIC_RUN_ID": "a/b c"}, "trainer-windows-a_b_c-0.pt"),
     ],
 )
 def test_one_file_per_run_and_machine(env: dict[str, str], name: str, tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ class Kubelet:
         self._thread.join(30)
         for run in list(self.runs.values()):
             with contextlib.suppress(ProcessLookupError):
-                run.process.kill()
+                os.killpg(run.process.pid, signal.SIGKILL)
             run.process.wait()
 
     def kill(self, pod: str, sig: int = signal.SIGKILL) -> None:
@@ -125,7 +125,11 @@ class Kubelet:
         with self._lock:
             run = self.runs[pod]
             run.killed = True
-            run.process.send_signal(sig)
+            if sig == signal.SIGKILL:  # the container dies: every process in it
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, sig)
+            else:  # the container's main process, as a kubelet signals PID 1
+                run.process.send_signal(sig)
 
     def running_pods(self, job: str | None = None) -> list[str]:
         with self._lock:
@@ -343,8 +347,14 @@ class Kubelet:
     ) -> _Run:
         log = self.workdir / f"{pod}.log"
         with open(log, "wb") as out:
+            # A session of its own, like a container: a SIGKILL takes the pod's children (torchrun's workers) too.
             process = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=container.get("workingDir")
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=container.get("workingDir"),
+                start_new_session=True,
             )
         meta = job["metadata"]
         run = _Run(pod, meta["namespace"], meta["name"], meta["uid"], process, log, container["name"], index)
@@ -422,6 +432,8 @@ class Kubelet:
             stopper.start()
         for stopper, run in zip(stoppers, runs, strict=True):
             stopper.join()
+            with contextlib.suppress(ProcessLookupError):  # what the container still held goes with it
+                os.killpg(run.process.pid, signal.SIGKILL)
             self._forget(run.pod)
             if record:
                 self._record_exit(run)
