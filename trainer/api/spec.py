@@ -11,11 +11,14 @@ a typo such as ``learningrate`` is refused with the field's name instead of bein
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from trainer.api.foldstats import fold_ranges
 
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
@@ -207,6 +210,50 @@ class CheckpointSpec(_Model):
 # --- cluster-only fields (the operator uses them; `python -m trainer run` ignores them) -------------------------
 
 
+MAX_FOLDS = 1000  # an Indexed Job's completions; far more than any walk-forward needs
+
+
+class WalkForwardSpec(_Model):
+    """A walk-forward backtest on the cluster: an Indexed Job with one pod per fold, each training the spec on
+    everything before its fold and forecasting the fold, as ``python -m trainer backtest --walk-forward``."""
+
+    start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="First target day of the first fold.")
+    end: str = Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="Last day of candles used; the last fold's last origin is the last with a full horizon.",
+    )
+    refit_every: str = Field(
+        default="90d",
+        pattern=r"^[1-9][0-9]{0,3}d?$",
+        description="Days per fold, e.g. 90d: one retraining each.",
+    )
+    parallelism: int = Field(default=4, ge=1, le=1000, description="Folds trained at once (pods).")
+    backoff_limit_per_index: int = Field(
+        default=2, ge=0, le=10, description="Retries of one failed fold, alone (backoffLimitPerIndex)."
+    )
+    max_failed_indexes: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Folds that may fail for good before the run fails (maxFailedIndexes); 0: any fails it.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WalkForwardSpec:
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+    @property
+    def refit_days(self) -> int:
+        return int(self.refit_every.removesuffix("d"))
+
+    def folds(self, horizon: int) -> list[tuple[dt.date, dt.date]]:
+        """The folds' first-target-day ranges: [start, end - (horizon - 1)] in ``refit_every`` days."""
+        last = dt.date.fromisoformat(self.end) - dt.timedelta(days=horizon - 1)
+        return fold_ranges(dt.date.fromisoformat(self.start), last, self.refit_days)
+
+
 class SecretRef(_Model):
     """A Secret in the run's namespace holding S3 credentials."""
 
@@ -306,6 +353,13 @@ class TrainingRunSpec(_Model):
             "restarted together, from the last checkpoint, when one fails. Fixed at creation."
         ),
     )
+    walk_forward: WalkForwardSpec | None = Field(
+        default=None,
+        description=(
+            "Run a walk-forward backtest instead of one training: one pod per fold (an Indexed Job); the folds' "
+            "pooled metrics go to the status. Not combined with workers > 1."
+        ),
+    )
     procs_per_worker: int | None = Field(
         default=None,
         ge=1,
@@ -363,6 +417,26 @@ class TrainingRunSpec(_Model):
         if self.symbols is not None and self.symbols[0] != self.symbol:
             raise ValueError(
                 f"symbols[0] must be the evaluated symbol '{self.symbol}', got '{self.symbols[0]}'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _walk_forward_folds(self) -> TrainingRunSpec:
+        wf = self.walk_forward
+        if wf is None:
+            return self
+        if self.workers > 1:
+            raise ValueError(f"walkForward: one worker per fold; set workers to 1 (got {self.workers})")
+        folds = wf.folds(self.data.horizon)
+        if not folds:
+            raise ValueError(
+                f"walkForward.start: {wf.start} leaves no fold before walkForward.end {wf.end} with a full "
+                f"{self.data.horizon}-day horizon; give an earlier start or a later end"
+            )
+        if len(folds) > MAX_FOLDS:
+            raise ValueError(
+                f"walkForward.refitEvery: {wf.refit_every} makes {len(folds)} folds, more than {MAX_FOLDS}; "
+                "refit less often or shorten the period"
             )
         return self
 
