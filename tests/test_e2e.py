@@ -160,7 +160,7 @@ def test_sample_run_end_to_end_with_a_killed_trainer(
     row = table[1].split()
     assert row[:4] == ["sol-tft", "SOL", "Succeeded", "3/3"]
     wide = kube_api.kubectl("get", "tr", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split()[-4:] == ["MASE", "RESTARTS", "WORKERS", "JOB"]
+    assert wide[0].split()[-5:] == ["MASE", "RESTARTS", "WORKERS", "FOLDS", "JOB"]
 
 
 def _kill_trainer(kube_api: KubeApi, ns: str, kubelet: Kubelet | None) -> str:

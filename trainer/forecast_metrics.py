@@ -25,7 +25,8 @@ def pinball(pred: np.ndarray, actual: np.ndarray, quantiles: list[float]) -> flo
     return float(np.mean(np.maximum(q * err, (q - 1) * err)))
 
 
-def _band_index(quantiles: list[float]) -> tuple[int, int]:
+def band_index(quantiles: list[float]) -> tuple[int, int]:
+    """The columns of the 10% and 90% quantiles (the lowest and highest where those are not forecast)."""
     lo = quantiles.index(0.1) if 0.1 in quantiles else 0
     hi = quantiles.index(0.9) if 0.9 in quantiles else len(quantiles) - 1
     return lo, hi
@@ -40,7 +41,7 @@ def band_metrics(
     median = pred[..., quantiles.index(0.5)]
     mae = float(np.mean(np.abs(median - actual)))
     naive_mae = float(np.mean(np.abs(last_close[:, None] - actual)))
-    lo, hi = _band_index(quantiles)
+    lo, hi = band_index(quantiles)
     return {
         "mae": mae,
         "mase": mae / naive_mae if naive_mae > 0 else math.nan,

@@ -6,9 +6,16 @@ statsforecast's ``cross_validation``). Folds start every ``refit_every`` days fr
 spec exactly as ``run`` would (validation carved from its own past, early stopping, the median decision and the
 band's recalibration) on candles strictly before its start -- every series is cut there, so nothing from the
 fold reaches its training -- and forecasts from every origin whose first target day lies in the fold. Baselines
-are refitted per fold on the same past. Pooled metrics are computed on the concatenated forecasts (exact, not
-an average of fold averages). ``jobs > 1`` trains folds in parallel processes (spawned, each with an equal share
-of the process's torch threads); the folds are independent, so the result does not depend on the order they finish in.
+are refitted per fold on the same past. ``jobs > 1`` trains folds in parallel processes (spawned, each with an
+equal share of the process's torch threads); the folds are independent, so the result does not depend on the
+order they finish in.
+
+Why every fold goes through ``FoldStats``: on the cluster each fold is one pod (``python -m trainer fold``,
+``walk_forward_fold``) and the operator pools the pods' sufficient statistics with
+``trainer.api.foldstats.pooled``. The local walk-forward reduces its folds to the same statistics and pools them
+with the same function, and both plan their folds with ``plan`` (``fold_ranges``), so the CLI and the cluster
+print the same numbers for the same spec and data. Pooling is exact (the metrics of the concatenated forecasts,
+not an average of fold averages).
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.api.foldstats import FoldStats, fold_ranges, pooled
 from trainer.api.manifest import SpecError
 from trainer.api.spec import TrainingRunSpec
-from trainer.candles import Candles
+from trainer.candles import Candles, DataError
 from trainer.dataset import Windows, make_windows, split_windows
 from trainer.evaluate import EvaluationError, Forecaster
-from trainer.forecast_metrics import forecast_metrics
+from trainer.fold_sums import fold_stats
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,60 @@ def parse_days(text: str) -> int:
 
 
 def make_folds(start: pd.Timestamp, end: pd.Timestamp, every_days: int) -> list[Fold]:
-    """Consecutive folds of ``every_days`` first-target days covering [start, end]."""
-    folds: list[Fold] = []
-    s = start
-    while s <= end:
-        e = min(s + pd.Timedelta(days=every_days - 1), end)
-        folds.append(Fold(len(folds), s, e))
-        s = e + pd.Timedelta(days=1)
-    return folds
+    """Consecutive folds of ``every_days`` first-target days covering [start, end] (``fold_ranges``)."""
+    ranges = fold_ranges(start.date(), end.date(), every_days)
+    return [Fold(i, pd.Timestamp(s), pd.Timestamp(e)) for i, (s, e) in enumerate(ranges)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a walk-forward trains: the evaluated spec, the target cut at the end, the folds."""
+
+    spec: TrainingRunSpec
+    target: Candles
+    folds: list[Fold]
+
+
+def plan(
+    spec: TrainingRunSpec,
+    target: Candles,
+    *,
+    start: pd.Timestamp,
+    end: pd.Timestamp | None,
+    refit_every_days: int,
+) -> Plan:
+    """The folds of every origin whose whole horizon lies in [start, end] (end: the target's last day if None)."""
+    spec = evaluated_spec(spec, target.symbol)
+    horizon = spec.data.horizon
+    if end is not None:
+        target = Candles(
+            target.symbol, target.frame[target.frame.index <= end], target.source, target.filled_days
+        )
+    last = target.frame.index[-1] - pd.Timedelta(days=horizon - 1)  # the last first-target day, full horizon
+    if start > last:
+        raise EvaluationError(
+            f"{target.source}: --start {start.date()} is after the last day with a full {horizon}-day horizon "
+            f"({last.date()})"
+        )
+    return Plan(spec, target, make_folds(start, last, refit_every_days))
+
+
+def spec_plan(spec: TrainingRunSpec, target: Candles) -> Plan:
+    """The plan of ``spec.walkForward`` on ``target``: the folds the operator sized its Indexed Job for."""
+    wf = spec.walk_forward
+    if wf is None:
+        raise SpecError("spec.walkForward", ["not set: give start, end and refitEvery to train a fold"])
+    end = pd.Timestamp(wf.end)
+    data_last = target.frame.index[-1]
+    if data_last < end:
+        raise DataError(
+            f"{target.source}: spec.walkForward.end {wf.end} is after the data's last date "
+            f"{data_last.date()}; give an earlier end or data up to {wf.end}"
+        )
+    p = plan(spec, target, start=pd.Timestamp(wf.start), end=end, refit_every_days=wf.refit_days)
+    # One definition of the folds: the operator's (from the spec alone) and this one (from the data) agree.
+    assert [(f.start.date(), f.end.date()) for f in p.folds] == wf.folds(spec.data.horizon)
+    return p
 
 
 def evaluated_spec(spec: TrainingRunSpec, symbol: str) -> TrainingRunSpec:
@@ -144,32 +198,51 @@ def run_fold(
     )
 
 
-def fold_row(r: FoldResult, quantiles: list[float]) -> dict[str, Any]:
-    m = forecast_metrics(r.prices, r.actual, r.last_close, quantiles, r.bands)
+def stats_of(r: FoldResult, quantiles: list[float]) -> FoldStats:
+    """A fold's forecasts as the sufficient statistics a pod reports."""
+    return fold_stats(
+        r.prices,
+        r.actual,
+        r.last_close,
+        quantiles,
+        r.bands,
+        index=r.fold.index,
+        start=str(r.fold.start.date()),
+        end=str(r.fold.end.date()),
+        median=r.median,
+        band=r.band,
+        epochs=r.epochs,
+        train_seconds=round(r.train_seconds, 2),
+    )
+
+
+def fold_row(s: FoldStats) -> dict[str, Any]:
+    """One fold's line of the report: its dates, decisions and metrics (the pooled metrics of itself alone)."""
+    m = pooled([s])
     keep = ("n", "mae", "mase", "pinball", "coverage_80", "width", "baselines")
     return {
-        "index": r.fold.index,
-        "start": str(r.fold.start.date()),
-        "end": str(r.fold.end.date()),
-        "train_end": str((r.fold.start - pd.Timedelta(days=1)).date()),
-        "median": r.median,
-        "band": r.band,
-        "epochs": r.epochs,
-        "train_seconds": round(r.train_seconds, 2),
+        "index": s.index,
+        "start": s.start,
+        "end": s.end,
+        "train_end": str((pd.Timestamp(s.start) - pd.Timedelta(days=1)).date()),
+        "median": s.median,
+        "band": s.band,
+        "epochs": s.epochs,
+        "train_seconds": s.train_seconds,
         **{k: m[k] for k in keep},
     }
 
 
-def pooled(results: list[FoldResult], quantiles: list[float]) -> dict[str, Any]:
-    """Metrics over all folds' forecasts at once (exact pooling)."""
-    names = list(results[0].bands)
-    return forecast_metrics(
-        np.concatenate([r.prices for r in results]),
-        np.concatenate([r.actual for r in results]),
-        np.concatenate([r.last_close for r in results]),
-        quantiles,
-        {n: np.concatenate([r.bands[n] for r in results]) for n in names},
-    )
+def walk_forward_fold(
+    spec: TrainingRunSpec, candles: list[Candles], target: Candles, index: int, recalibrate: bool = False
+) -> tuple[FoldStats, int]:
+    """Fold ``index`` of ``spec.walkForward`` exactly as ``walk_forward`` trains it: (its statistics, the number
+    of folds). ``candles``: the spec's series; ``target``: the data of ``spec.symbol`` (at least up to the end)."""
+    p = spec_plan(spec, target)
+    if not 0 <= index < len(p.folds):
+        raise IndexError(f"fold {index} of {len(p.folds)}")  # the CLI checks the index against the spec first
+    r = run_fold(p.spec, candles, p.target, p.folds[index], recalibrate, torch.get_num_threads())
+    return stats_of(r, p.spec.model.quantiles), len(p.folds)
 
 
 def walk_forward(
@@ -186,39 +259,30 @@ def walk_forward(
 ) -> dict[str, Any]:
     """Every origin whose whole horizon lies in [start, end] (as ``backtest``), in folds of ``refit_every_days``.
     ``candles``: the spec's training series (``target``'s symbol among them unless zero-shot)."""
-    spec = evaluated_spec(spec, target.symbol)
-    horizon = spec.data.horizon
-    if end is not None:
-        target = Candles(
-            target.symbol, target.frame[target.frame.index <= end], target.source, target.filled_days
-        )
-    last = target.frame.index[-1] - pd.Timedelta(
-        days=horizon - 1
-    )  # the last first-target day with a full horizon
-    if start > last:
-        raise EvaluationError(
-            f"{target.source}: --start {start.date()} is after the last day with a full {horizon}-day horizon "
-            f"({last.date()})"
-        )
-    folds = make_folds(start, last, refit_every_days)
+    p = plan(spec, target, start=start, end=end, refit_every_days=refit_every_days)
+    spec, target, folds = p.spec, p.target, p.folds
     jobs = max(1, min(jobs, len(folds)))
     threads = max(1, torch.get_num_threads() // jobs)
+    q = spec.model.quantiles
     results: list[FoldResult] = []
+    stats: list[FoldStats] = []
+
+    def done(r: FoldResult) -> None:
+        results.append(r)
+        stats.append(stats_of(r, q))
+        if on_fold is not None:
+            on_fold(fold_row(stats[-1]), len(folds))
+
     if jobs == 1:
         for f in folds:
-            results.append(run_fold(spec, candles, target, f, recalibrate, threads))
-            if on_fold is not None:
-                on_fold(fold_row(results[-1], spec.model.quantiles), len(folds))
+            done(run_fold(spec, candles, target, f, recalibrate, threads))
     else:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run_fold, spec, candles, target, f, recalibrate, threads) for f in folds]
             for fut in futures:
-                results.append(fut.result())
-                if on_fold is not None:
-                    on_fold(fold_row(results[-1], spec.model.quantiles), len(folds))
-    q = spec.model.quantiles
-    out = pooled(results, q)
-    out["folds"] = [fold_row(r, q) for r in results]
+                done(fut.result())
+    out = pooled(stats)
+    out["folds"] = [fold_row(s) for s in stats]
     out["extra"] = {
         "symbol": target.symbol,
         "zero_shot": target.symbol not in spec.all_symbols,

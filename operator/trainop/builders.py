@@ -12,7 +12,8 @@ Three shapes of Job, by the run's processes (``workers`` pods x ``procsPerWorker
 is the plain ``python -m trainer run`` Job; several in one pod run under torchrun (``trainer.launch
 --standalone``) in the same Job; several pods are an Indexed Job with ``backoffLimit: 0`` whose first failed
 worker fails it, so that the operator restarts all workers together (``trainop.gang``); worker 0 is found as
-``<job>-0.<service>`` through the run's headless Service."""
+``<job>-0.<service>`` through the run's headless Service. A walk-forward run is an Indexed Job of one pod
+per fold (``trainop.builders_folds``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from trainer.api.spec import (
     procs_per_worker,
 )
 
+from .builders_folds import fold_command, shape_fold_job
 from .conditions import TRAINER_CONTAINER
 from .gang import ATTEMPT_LABEL
 from .names import account_name, job_name, service_name
@@ -113,6 +115,8 @@ def is_gang(spec: TrainingRunSpec) -> bool:
 def command(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[str]:
     """The trainer's command: plain for one process, under torchrun for several (``trainer.launch``; the node
     rank of a worker is its ``$JOB_COMPLETION_INDEX``)."""
+    if spec.walk_forward is not None:
+        return fold_command(MANIFEST_ENV)
     procs = procs_per_worker(spec)
     trainer = COMMAND[1:]  # -m trainer run --manifest-env ...
     if not is_gang(spec) and procs == 1:
@@ -286,6 +290,8 @@ def build_job(run: Run, spec: TrainingRunSpec, settings: Settings, attempt: int 
             backoffLimit=0,  # one failed worker fails the attempt; the operator restarts the gang
             podFailurePolicy=gang_pod_failure_policy(),
         )
+    if spec.walk_forward is not None:
+        shape_fold_job(job_spec, spec)
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:

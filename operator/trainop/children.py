@@ -9,7 +9,8 @@ from its children.
 A multi-worker run is driven one step at a time by ``reconcile_gang``: each round reads the run, its Job and its
 pods afresh from the API and does the one step ``trainop.gang.decide`` names (write the restart, delete the
 old Job and its pods, create the next Job), so that killing the operator between two steps loses none and
-repeats none. Rounds of one run never overlap (``Runtime.gangs``).
+repeats none. Rounds of one run never overlap (``Runtime.gangs``). A walk-forward run's status comes from its
+folds (``trainop.folds_observe``): ``observer`` picks the function that computes a run's status.
 
 Two kinds of functions: ``children``/``run_of`` read kopf's indexes and must be called on the event loop (the
 only thread that changes them, so a copy taken there is consistent); the others block on the API and run in
@@ -41,6 +42,7 @@ from .builders import (
     resolve,
 )
 from .conditions import FAILED
+from .folds_observe import observe_walk_forward
 from .kube import to_kopf_error
 from .names import account_name, job_name, service_name
 from .runs import Run, parse_run
@@ -103,6 +105,15 @@ def run_of(key: Key, runs: kopf.Index[Key, Run], job: Mapping[str, Any] | None =
 # --- in the pool: API calls -----------------------------------------------------------------------------------
 
 
+def observer(run: Run, job: Child, pods: list[Child]) -> Callable[[dict[str, Any]], StatusChange]:
+    """How the status follows from a Job and its pods: the folds of a walk-forward run, else the Job's."""
+    suspend = run.spec is not None and run.spec.suspend
+    spec = run.spec
+    if spec is not None and spec.walk_forward is not None:
+        return lambda r: observe_walk_forward(r, spec, job, pods, utcnow(), spec_suspend=suspend)
+    return lambda r: observe(r, job, pods, utcnow(), spec_suspend=suspend)
+
+
 def write(rt: Runtime, run: Run, compute: Callable[[dict[str, Any]], StatusChange], what: str) -> None:
     try:
         rt.writer.write(run.namespace, run.name, compute, run.symbol)
@@ -159,8 +170,7 @@ def ensure_children(rt: Runtime, run: Run, pods: list[Child], logger: kopf.Logge
         raise kopf.TemporaryError(
             f"Job {wanted} belongs to an older TrainingRun of this name; waiting for its deletion", delay=5
         )
-    suspend = run.spec is not None and run.spec.suspend
-    write(rt, run, lambda r: observe(r, current, pods, utcnow(), spec_suspend=suspend), "updating the status")
+    write(rt, run, observer(run, current, pods), "updating the status")
     logger.info("Job %s ready for %s/%s", wanted, run.namespace, run.name)
 
 
@@ -219,10 +229,10 @@ def refresh(rt: Runtime, run: Run, job: Child | None, pods: list[Child]) -> None
         return
     if job is None:
         return
-    if job_failed(job):
+    walk_forward = run.spec is not None and run.spec.walk_forward is not None
+    if job_failed(job) or (walk_forward and gang.job_complete(job)):  # a fold's statistics are read once, too
         pods = fresh_pods(rt, run.namespace, run.name, pods)
-    suspend = run.spec is not None and run.spec.suspend
-    write(rt, run, lambda r: observe(r, job, pods, utcnow(), spec_suspend=suspend), "updating the status")
+    write(rt, run, observer(run, job, pods), "updating the status")
 
 
 def set_suspend(rt: Runtime, run: Run, suspend: bool, pods: list[Child]) -> None:
@@ -233,12 +243,7 @@ def set_suspend(rt: Runtime, run: Run, suspend: bool, pods: list[Child]) -> None
     except Exception as exc:
         raise to_kopf_error(exc, f"{'suspending' if suspend else 'resuming'} Job {wanted}") from None
     if patched is not None:  # None: no Job yet; it is created with the current spec.suspend
-        write(
-            rt,
-            run,
-            lambda r: observe(r, patched, pods, utcnow(), spec_suspend=suspend),
-            "updating the status",
-        )
+        write(rt, run, observer(run, patched, pods), "updating the status")
 
 
 def delete_children(rt: Runtime, run: Run, pods: list[Child]) -> list[str]:

@@ -346,7 +346,8 @@ def _parsed(status: Mapping[str, Any] | TrainingRunStatus) -> TrainingRunStatus:
 
 
 def last_activity(status: Mapping[str, Any] | TrainingRunStatus) -> datetime | None:
-    """The later of the trainer's last progress report and the moment the run became Running."""
+    """The latest of the trainer's last progress report, the moment the run became Running and the end of
+    a walk-forward run's last finished fold."""
     parsed = _parsed(status)
     progress = parse_time(parsed.progress.last_progress_time if parsed.progress else None)
     running = get_condition(parsed.condition_list(), RUNNING)
@@ -355,7 +356,9 @@ def last_activity(status: Mapping[str, Any] | TrainingRunStatus) -> datetime | N
         if running and running.get("status") == "True"
         else None
     )
-    times = [t for t in (progress, since) if t is not None]
+    # A walk-forward run's pods report no progress of their own here: each finished fold is activity too.
+    folds = [parse_time(f.finished_at) for f in parsed.folds or ()]
+    times = [t for t in (progress, since, *folds) if t is not None]
     return max(times) if times else None
 
 

@@ -7,7 +7,9 @@ module inlines ``$ref``s, turns ``anyOf [X, null]`` into ``nullable``, ``int | s
 ``x-kubernetes-int-or-string`` and numeric ``exclusiveMinimum`` into the boolean form, and adds CEL rules for
 the cross-field checks the model does in validators. The status subresource's schema comes the same way from
 ``trainer.api.status.TrainingRunStatus``, the model the trainer and the operator write and read the status with.
-``manifests/crd.yaml`` and the chart's ``crds/`` are this output (a test keeps them equal).
+``manifests/crd.yaml`` and the chart's ``crds/`` are this output (a test keeps them equal). The TrainingSweep CRD
+(``--sweep``: ``manifests/crd-sweep.yaml``, ``crds/trainingsweeps.yaml``) comes the same way from
+``trainer.api.sweep``; its ``spec.template`` is the TrainingRun spec's schema.
 
 Run ``scripts/sync_manifests.py`` (or ``python -m trainop.crd > manifests/crd.yaml``) after changing a model.
 """
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 
 from trainer.api.spec import API_GROUP, API_VERSION, KIND, PLURAL, TrainingRunSpec
 from trainer.api.status import TrainingRunStatus
+from trainer.api.sweep import SWEEP_KIND, SWEEP_PLURAL, TrainingSweepSpec, TrainingSweepStatus
 
 # Cross-field rules the pydantic validators enforce, in CEL for the API server.
 CEL_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
@@ -159,6 +162,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "MASE", "type": "number", "jsonPath": ".status.metrics.valMase", "priority": 1},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts", "priority": 1},
     {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers", "priority": 1},
+    {"name": "Folds", "type": "string", "jsonPath": ".status.foldsDisplay", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
 ]
 
@@ -207,6 +211,102 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+# --- TrainingSweep ---------------------------------------------------------------------------------------------
+
+
+def sweep_spec_schema() -> dict[str, Any]:
+    """The TrainingSweep spec's schema: ``template`` is the TrainingRun spec's (its defaults and those CEL rules
+    that compare no old object), so a template is refused at ``kubectl apply`` exactly as a run would be."""
+    raw = TrainingSweepSpec.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
+    _object_defaults(TrainingSweepSpec, schema)
+    template = schema["properties"]["template"]
+    _object_defaults(TrainingRunSpec, template)
+    template["type"] = "object"
+    for path, rules in CEL_RULES.items():
+        kept = [r for r in rules if "oldSelf" not in r["rule"]]
+        node = template
+        for part in path:
+            node = node["properties"][part]
+        if kept:
+            node["x-kubernetes-validations"] = kept
+    schema["type"] = "object"
+    schema["description"] = (
+        "A search over TrainingRun specs: a template, the parameters to vary, the objective."
+    )
+    return schema
+
+
+def sweep_status_schema() -> dict[str, Any]:
+    raw = TrainingSweepStatus.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
+    schema["type"] = "object"
+    return schema
+
+
+SWEEP_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Trials", "type": "string", "jsonPath": ".status.trialsDisplay"},
+    {"name": "Running", "type": "integer", "jsonPath": ".status.running"},
+    {"name": "Best", "type": "string", "jsonPath": ".status.best.name"},
+    {"name": "Objective", "type": "number", "jsonPath": ".status.best.objective"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
+    {"name": "Algorithm", "type": "string", "jsonPath": ".spec.algorithm", "priority": 1},
+    {"name": "Metric", "type": "string", "jsonPath": ".spec.objective.metric", "priority": 1},
+]
+
+
+def build_sweep_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{SWEEP_PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": SWEEP_PLURAL,
+                "singular": "trainingsweep",
+                "kind": SWEEP_KIND,
+                "listKind": f"{SWEEP_KIND}List",
+                "shortNames": ["tsw"],
+                "categories": ["ml"],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": SWEEP_PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A hyper-parameter search: TrainingRuns from a template, ranked by a metric.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": sweep_spec_schema(),
+                                "status": sweep_status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_sweep() -> str:
+    header = (
+        "# Generated by `python -m trainop.crd --sweep` from trainer/api/sweep.py (its template: trainer/api/spec.py)."
+        " Do not edit by hand.\n"
+    )
+    return header + yaml.dump(build_sweep_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=120)
+
+
 def render() -> str:
     header = "# Generated by `python -m trainop.crd` from trainer/api/spec.py and trainer/api/status.py. Do not edit by hand.\n"
     return header + yaml.dump(build_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=120)
@@ -220,4 +320,4 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(render_sweep() if "--sweep" in sys.argv[1:] else render())

@@ -43,7 +43,8 @@ _INDEXED_POD_RE = re.compile(r"-(\d+)-[a-z0-9]{5}$")
 # The Job controller's message when a podFailurePolicy rule fails the Job.
 _POLICY_MESSAGE_RE = re.compile(r"pod [^/\s]+/(\S+) failed with exit code (\d+)")
 _UNKNOWN_TIME = "~"  # sorts after every RFC 3339 time
-_MEANINGS = {
+#: What a trainer pod's exit code means, in messages (a worker of a gang, a fold of a walk-forward).
+EXIT_MEANINGS = {
     exitcodes.CRASH: "crashed; see its log",
     exitcodes.INVALID_CONFIG: "invalid config",
     exitcodes.STORAGE_ERROR: "checkpoint storage unusable",
@@ -92,7 +93,7 @@ class Worker:
         if self.disrupted is not None:
             return f"{who} was disrupted ({self.disrupted})"
         if self.exit_code is not None:
-            meaning = "OOMKilled" if self.reason == "OOMKilled" else _MEANINGS.get(self.exit_code)
+            meaning = "OOMKilled" if self.reason == "OOMKilled" else EXIT_MEANINGS.get(self.exit_code)
             return f"{who} exited {self.exit_code} ({meaning or self.reason or 'error'})"
         return f"{who} failed ({': '.join(t for t in (self.reason or 'Failed', self.message) if t)})"
 

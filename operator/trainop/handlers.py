@@ -108,7 +108,7 @@ def runs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 def run_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[RUN_LABEL]): ch.trim(body, ("suspend", "parallelism"))}
+    return {(namespace, labels[RUN_LABEL]): ch.trim(body, ("suspend", "parallelism", "completions"))}
 
 
 @kopf.index("v1", "pods", labels=CHILD)
@@ -226,3 +226,6 @@ async def run_event(
         return
     if deleted:
         log.info("deleted %s of %s/%s", ", ".join(deleted), *key, extra=run_fields(*key))
+
+
+from . import sweep_handlers  # noqa: E402,F401

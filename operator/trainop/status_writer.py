@@ -4,7 +4,8 @@ Why a module of its own: the Job, pod, stall-sweep and create handlers all chang
 operator's thread pool at once. ``StatusWriter.write`` takes one lock per run, GETs the run fresh, computes the
 change, merge-patches only the fields that changed, then posts the change's Events (from the
 ``trainingrun-operator`` component) and counts phase transitions. The trainer patches only
-``status.progress``/``checkpoint``/``metrics``, which the operator never writes. One ``StatusWriter`` per
+``status.progress``/``checkpoint``/``metrics``, which the operator never writes -- except a walk-forward run's
+``metrics``, pooled from its folds (``trainop.folds``), whose pods write no status. One ``StatusWriter`` per
 operator process, made at start-up with the process's ``Kube`` and kept in kopf's memo (``runtime``).
 """
 

@@ -270,10 +270,12 @@ def test_values_schema_closes_every_object() -> None:
 
 def test_chart_crds_equal_manifests_crd() -> None:
     crds = sorted((CHART / "crds").glob("*.yaml"))
-    assert [p.name for p in crds] == ["trainingruns.yaml"]
-    assert crds[0].read_text() == (REPO / "manifests" / "crd.yaml").read_text(), (
-        "charts/crypto-price-predictor/crds/ differs from manifests/crd.yaml: run scripts/sync-manifests.sh"
-    )
+    assert [p.name for p in crds] == ["trainingruns.yaml", "trainingsweeps.yaml"]
+    for chart_crd, manifest in zip(crds, ("crd.yaml", "crd-sweep.yaml"), strict=True):
+        assert chart_crd.read_text() == (REPO / "manifests" / manifest).read_text(), (
+            f"charts/crypto-price-predictor/crds/{chart_crd.name} differs from manifests/{manifest}: "
+            "run scripts/sync-manifests.sh"
+        )
 
 
 def test_plain_manifests_equal_a_fresh_render(helm_bin: str) -> None:
@@ -379,8 +381,10 @@ def test_labels_on_every_object(helm_bin: str) -> None:
 # --- RBAC ---------------------------------------------------------------------------------------------------
 
 EXPECTED_NAMESPACED_RULES = {
-    ("cryptopredictor.dev", "trainingruns"): {"get", "list", "watch", "patch", "update"},
+    ("cryptopredictor.dev", "trainingruns"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("cryptopredictor.dev", "trainingruns/status"): {"get", "patch", "update"},
+    ("cryptopredictor.dev", "trainingsweeps"): {"get", "list", "watch", "patch", "update"},
+    ("cryptopredictor.dev", "trainingsweeps/status"): {"get", "patch", "update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "delete"},

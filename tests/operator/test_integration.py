@@ -55,7 +55,7 @@ class Operator:
         self.env = {
             **os.environ,
             **kube.env,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "operator"))),  # this tree's trainop
             "TRAINOP_NAMESPACES": namespace,
             "TRAINOP_METRICS_HOST": "127.0.0.1",
             "TRAINOP_METRICS_PORT": str(self.port),

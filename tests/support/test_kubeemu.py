@@ -262,7 +262,7 @@ def test_kubectl_crd_sample_and_tables(kube_api: KubeApi, kube_namespace: str) -
     assert table[1].split()[:5] == ["sol-tft", "SOL", "Running", "3/100", "0.25"]
     assert table[1].split()[-1].endswith("s")  # age
     wide = kube_api.kubectl("get", *ns, "trainingruns", "-o", "wide").stdout.splitlines()[0].split()
-    assert wide[-4:] == ["MASE", "RESTARTS", "WORKERS", "JOB"]
+    assert wide[-5:] == ["MASE", "RESTARTS", "WORKERS", "FOLDS", "JOB"]
     assert (
         "unchanged"
         in kube_api.kubectl("apply", *ns, "-f", str(REPO / "manifests/samples/sol-run.yaml")).stdout

@@ -1,5 +1,7 @@
-"""The toy kubelet's Indexed Jobs (the multi-worker gang of a TrainingRun) and its DNS test shim: tiny Python
-processes stand in for the trainer workers, against the emulator."""
+"""The toy kubelet's Indexed Jobs (the multi-worker gang of a TrainingRun; the walk-forward fan-out with
+``parallelism < completions``, ``backoffLimitPerIndex``/``maxFailedIndexes`` and ``podFailurePolicy``), its DNS
+and termination-message test shims: tiny Python processes stand in for the trainer workers, against the
+emulator."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 from tests.support.kubeemu import hostnames, indexed
 from tests.support.kubeemu.client import Api
 from tests.support.kubeemu.fixtures import KubeApi, kube_api, kube_namespace  # noqa: F401
-from tests.support.kubeemu.kubelet import Kubelet, default_env
+from tests.support.kubeemu.kubelet import Kubelet, default_env, failure_action
 from tests.support.waiting import wait_for
 
 INDEX = "batch.kubernetes.io/job-completion-index"
@@ -357,3 +359,293 @@ def test_indexed_job_suspend_deadline_and_delete(
     reason = wait_for("Job late to fail", lambda: conditions(api, f"{jobs}/late").get("Failed"), 30)
     assert reason == "DeadlineExceeded" and kubelet.running_pods("late") == []
     assert api.get(f"{jobs}/late")["status"]["failed"] == 2
+
+
+# -- parallelism < completions, backoffLimitPerIndex, podFailurePolicy, termination messages ------------------
+def test_indexes_to_start_skip_failed_indexes() -> None:
+    spec = {"completionMode": "Indexed", "completions": 5, "parallelism": 2, "backoffLimitPerIndex": 1}
+    assert indexed.backoff_limit_per_index(spec) == 1
+    assert indexed.backoff_limit_per_index({**spec, "completionMode": "NonIndexed"}) is None
+    assert indexed.to_start(spec, {"completedIndexes": "0", "failedIndexes": "1"}, set()) == [2, 3]
+    assert indexed.to_start(spec, {"completedIndexes": "0", "failedIndexes": "1,2"}, {3}) == [4]
+    assert indexed.all_finished(spec, {0, 3, 4}, {1, 2}) and not indexed.all_finished(spec, {0, 3}, {1, 2})
+
+
+def test_pod_failure_policy_rules_in_order() -> None:
+    policy = {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailIndex",
+                "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]},
+            },
+            {"action": "FailJob", "onExitCodes": {"containerName": "other", "operator": "In", "values": [3]}},
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3, 143]}},
+            {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [1, 143]}},
+        ]
+    }
+    assert failure_action(policy, "trainer", 2) == ("FailIndex", 1)
+    assert failure_action(policy, "trainer", 3) == ("Ignore", 3)  # rule 2 names another container
+    assert failure_action(policy, "other", 3) == ("FailJob", 2)
+    assert failure_action(policy, "trainer", 143) == ("Ignore", 3)
+    assert failure_action(policy, "trainer", 4) == ("FailJob", 4)
+    assert failure_action(policy, "trainer", 1) == ("Count", None)
+    assert failure_action(policy, "trainer", 0) == ("Count", None)  # exit code 0 never matches
+    assert failure_action(None, "trainer", 2) == ("Count", None)
+
+
+def per_index_job(name: str, code: str, out: pathlib.Path, **spec: Any) -> dict[str, Any]:
+    """An Indexed Job as a walk-forward fan-out: ``backoffLimitPerIndex`` and no ``backoffLimit`` (which a
+    real cluster would enforce too, were it set)."""
+    body = indexed_job(name, code, out, **spec)
+    del body["spec"]["backoffLimit"]
+    return body
+
+
+def by_index(api: Api, ns: str, job: str) -> dict[int, list[dict[str, Any]]]:
+    """The pods of ``job`` by completion index, oldest first (creationTimestamp has whole seconds: an index's
+    later pod is the one that counts more failures of the index before it)."""
+
+    def age(pod: dict[str, Any]) -> tuple[str, int]:
+        notes = pod["metadata"].get("annotations") or {}
+        keys = (indexed.FAILURE_COUNT_KEY, indexed.IGNORED_FAILURE_COUNT_KEY)
+        return pod["metadata"]["creationTimestamp"], sum(int(notes.get(key, 0)) for key in keys)
+
+    found: dict[int, list[dict[str, Any]]] = {}
+    for pod in sorted(pods(api, ns, job), key=age):
+        found.setdefault(int(pod["metadata"]["labels"][INDEX]), []).append(pod)
+    return found
+
+
+PACED = """
+import json, os, pathlib, time
+out, idx = pathlib.Path(os.environ["OUT"]), int(os.environ["JOB_COMPLETION_INDEX"])
+start = time.time()
+time.sleep(1.5 if idx == 1 else 0.3)
+(out / f"{idx}.json").write_text(json.dumps([start, time.time()]))
+"""
+
+
+@pytest.mark.slow
+def test_parallelism_below_completions(env: tuple[Api, str, Kubelet], tmp_path: pathlib.Path) -> None:
+    api, ns, kubelet = env
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    api.create(jobs, indexed_job("par", PACED, tmp_path, completions=4, parallelism=2))
+    seen: list[int] = []
+
+    def complete() -> str | None:
+        seen.append(len(kubelet.pods_by_index("par")))
+        return conditions(api, f"{jobs}/par").get("Complete")
+
+    assert wait_for("Job par to complete", complete, 15) == "Completed"
+    assert max(seen) == 2
+    spans = {i: json.loads((tmp_path / f"{i}.json").read_text()) for i in range(4)}
+    for i, (start, _) in spans.items():  # never more than 2 processes at once
+        assert sum(1 for s, e in spans.values() if s <= start < e) <= 2, (i, spans)
+    assert spans[2][0] >= spans[0][1] and spans[2][0] < spans[3][0]  # 0 ended: the lowest pending, 2, next
+    assert spans[3][0] >= min(spans[1][1], spans[2][1])
+    status = api.get(f"{jobs}/par")["status"]
+    assert status["completedIndexes"] == "0-3" and status["succeeded"] == 4 and status["active"] == 0
+    assert status.get("failed", 0) == 0 and "failedIndexes" not in status  # no backoffLimitPerIndex
+    assert {i: len(p) for i, p in by_index(api, ns, "par").items()} == {0: 1, 1: 1, 2: 1, 3: 1}
+
+
+FLAKY_2 = """
+import os, sys, time
+idx = os.environ["JOB_COMPLETION_INDEX"]
+if idx == "2":
+    sys.exit(3)
+time.sleep(float(os.environ.get("HOLD", "0")))
+"""
+
+
+@pytest.mark.slow
+def test_backoff_limit_per_index_fails_only_that_index(
+    env: tuple[Api, str, Kubelet], tmp_path: pathlib.Path
+) -> None:
+    api, ns, kubelet = env
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    body = per_index_job(
+        "bpi", FLAKY_2, tmp_path, completions=4, parallelism=4, backoffLimitPerIndex=1, maxFailedIndexes=1
+    )
+    api.create(jobs, body)
+    reason = wait_for("Job bpi to fail", lambda: conditions(api, f"{jobs}/bpi").get("Failed"), 15)
+    assert reason == "FailedIndexes" and "Complete" not in conditions(api, f"{jobs}/bpi")
+    status = api.get(f"{jobs}/bpi")["status"]
+    assert status["failedIndexes"] == "2" and status["completedIndexes"] == "0,1,3"
+    assert status["succeeded"] == 3 and status["failed"] == 2 and status["active"] == 0
+    assert "completionTime" not in status and kubelet.running_pods("bpi") == []
+    found = by_index(api, ns, "bpi")
+    assert {i: len(p) for i, p in found.items()} == {0: 1, 1: 1, 2: 2, 3: 1}  # index 2 tried twice
+    assert [terminated(p)["exitCode"] for p in found[2]] == [3, 3]
+    counts = [p["metadata"]["annotations"][indexed.FAILURE_COUNT_KEY] for p in found[2]]
+    assert counts == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_max_failed_indexes_exceeded_terminates_the_rest(
+    env: tuple[Api, str, Kubelet], tmp_path: pathlib.Path
+) -> None:
+    api, ns, kubelet = env
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    body = per_index_job(
+        "mfi",
+        FLAKY_2,
+        tmp_path,
+        env=[{"name": "HOLD", "value": "60"}],
+        completions=4,
+        parallelism=4,
+        backoffLimitPerIndex=1,
+        maxFailedIndexes=0,
+    )
+    api.create(jobs, body)
+    reason = wait_for("Job mfi to fail", lambda: conditions(api, f"{jobs}/mfi").get("Failed"), 15)
+    assert reason == "MaxFailedIndexesExceeded" and kubelet.running_pods("mfi") == []
+    status = api.get(f"{jobs}/mfi")["status"]
+    assert status["failedIndexes"] == "2" and not status.get("completedIndexes")
+    assert status["failed"] == 5 and status["active"] == 0  # index 2 twice + the 3 terminated
+    found = by_index(api, ns, "mfi")
+    assert {i: len(p) for i, p in found.items()} == {0: 1, 1: 1, 2: 2, 3: 1}
+    for i in (0, 1, 3):  # SIGTERM'd by the controller: 128 + 15
+        assert found[i][0]["status"]["phase"] == "Failed" and terminated(found[i][0])["exitCode"] == 143
+
+
+EXITS = """
+import os, pathlib, sys
+out, idx = pathlib.Path(os.environ["OUT"]), os.environ["JOB_COMPLETION_INDEX"]
+if idx == "1":
+    sys.exit(2)
+if idx == "2" and not (out / "tried-2").exists():
+    (out / "tried-2").write_text("")
+    sys.exit(7)
+"""
+
+
+@pytest.mark.slow
+def test_pod_failure_policy_fail_index_ignore_and_fail_job(
+    env: tuple[Api, str, Kubelet], tmp_path: pathlib.Path
+) -> None:
+    api, ns, _ = env
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    rules = [
+        {"action": "FailIndex", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}},
+        {"action": "Ignore", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [7]}},
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [4]}},
+    ]
+    fan = per_index_job(
+        "fix",
+        EXITS,
+        tmp_path,
+        completions=3,
+        parallelism=3,
+        backoffLimitPerIndex=2,
+        podFailurePolicy={"rules": rules},
+    )
+    api.create(jobs, fan)
+    fail_job = indexed_job(
+        "fjob", "import sys; sys.exit(4)", tmp_path, backoff=6, podFailurePolicy={"rules": rules}
+    )
+    del fail_job["spec"]["completionMode"], fail_job["spec"]["completions"], fail_job["spec"]["parallelism"]
+    api.create(jobs, fail_job)
+
+    reason = wait_for("Job fix to fail", lambda: conditions(api, f"{jobs}/fix").get("Failed"), 15)
+    assert reason == "FailedIndexes"
+    status = api.get(f"{jobs}/fix")["status"]
+    assert status["failedIndexes"] == "1" and status["completedIndexes"] == "0,2"
+    assert status["failed"] == 1 and status["succeeded"] == 2  # the ignored exit 7 is not counted
+    found = by_index(api, ns, "fix")
+    assert {i: len(p) for i, p in found.items()} == {0: 1, 1: 1, 2: 2}  # index 1 not retried
+    assert terminated(found[1][0])["exitCode"] == 2 and terminated(found[2][0])["exitCode"] == 7
+    retry = found[2][1]["metadata"]["annotations"]
+    assert retry[indexed.FAILURE_COUNT_KEY] == "0" and retry[indexed.IGNORED_FAILURE_COUNT_KEY] == "1"
+
+    reason = wait_for("Job fjob to fail", lambda: conditions(api, f"{jobs}/fjob").get("Failed"), 15)
+    assert reason == "PodFailurePolicy"
+    [pod] = pods(api, ns, "fjob")  # failed at once, backoffLimit 6 notwithstanding
+    message = next(
+        c["message"] for c in api.get(f"{jobs}/fjob")["status"]["conditions"] if c["type"] == "Failed"
+    )
+    assert message == (
+        f"Container trainer for pod {ns}/{pod['metadata']['name']} failed with exit code 4 matching FailJob rule"
+        " at index 2"
+    )
+    assert api.get(f"{jobs}/fjob")["status"]["failed"] == 1
+
+
+MESSAGE = """
+import os, sys
+idx = os.environ.get("JOB_COMPLETION_INDEX")
+path = os.environ["TRAINER_TERMINATION_MESSAGE_PATH"]
+print(path); print("line before"); print("last words")
+if idx == "0":
+    open(path, "w").write("fold 0: ok")
+elif idx == "1":
+    open(path, "w").write("x" * 5000)
+    sys.exit(1)
+else:
+    sys.exit(1)  # nothing written: FallbackToLogsOnError takes the log's tail
+"""
+
+
+@pytest.mark.slow
+def test_termination_message(env: tuple[Api, str, Kubelet], tmp_path: pathlib.Path) -> None:
+    api, ns, kubelet = env
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    var = [{"name": "TRAINER_TERMINATION_MESSAGE_PATH", "value": "/dev/termination-log"}]
+    api.create(jobs, per_index_job("msg", MESSAGE, tmp_path, env=var, backoffLimitPerIndex=0))
+    fallback = indexed_job("fbk", MESSAGE, tmp_path, env=[{**var[0], "value": "/msg/here"}])
+    del fallback["spec"]["completionMode"], fallback["spec"]["completions"], fallback["spec"]["parallelism"]
+    container = fallback["spec"]["template"]["spec"]["containers"][0]
+    container.update(terminationMessagePath="/msg/here", terminationMessagePolicy="FallbackToLogsOnError")
+    api.create(jobs, fallback)
+
+    assert wait_for("Job msg to fail", lambda: conditions(api, f"{jobs}/msg").get("Failed"), 15)
+    found = by_index(api, ns, "msg")
+    assert terminated(found[0][0])["message"] == "fold 0: ok" and terminated(found[0][0])["exitCode"] == 0
+    assert terminated(found[1][0])["message"] == "x" * 4096  # the kubelet reads at most 4096 bytes
+    name = found[0][0]["metadata"]["name"]
+    assert (kubelet.workdir / f"{name}.termination-log").read_text() == "fold 0: ok"
+    env_vars = {v["name"]: v.get("value") for v in found[0][0]["spec"]["containers"][0]["env"]}
+    assert env_vars["TRAINER_TERMINATION_MESSAGE_PATH"] == "/dev/termination-log"  # the pod spec is untouched
+
+    assert wait_for("Job fbk to fail", lambda: conditions(api, f"{jobs}/fbk").get("Failed"), 15)
+    [pod] = pods(api, ns, "fbk")
+    rewritten = kubelet.workdir / f"{pod['metadata']['name']}.termination-log"  # for /msg/here
+    assert terminated(pod)["message"] == f"{rewritten}\nline before\nlast words\n"
+
+
+HOLD_UNTIL_GO = """
+import os, pathlib, time
+out = pathlib.Path(os.environ["OUT"])
+while not (out / "go").exists():
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.slow
+def test_killed_index_is_retried_alone(env: tuple[Api, str, Kubelet], tmp_path: pathlib.Path) -> None:
+    api, ns, kubelet = env
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    api.create(
+        jobs,
+        per_index_job("kil", HOLD_UNTIL_GO, tmp_path, completions=3, parallelism=3, backoffLimitPerIndex=1),
+    )
+
+    def workers(other_than: str | None = None) -> dict[int, str] | None:
+        running = kubelet.pods_by_index("kil")
+        return running if len(running) == 3 and running[1] != other_than else None
+
+    first = wait_for("3 workers", workers, 15)
+    kubelet.kill(first[1])
+    second = wait_for("a new pod of index 1", lambda: workers(other_than=first[1]), 15)
+    assert second[0] == first[0] and second[2] == first[2]  # the other indexes untouched
+    status = api.get(f"{jobs}/kil")["status"]
+    assert status["failed"] == 1 and status["failedIndexes"] == "" and status["active"] == 3
+    found = by_index(api, ns, "kil")
+    assert terminated(found[1][0])["exitCode"] == 137
+    assert found[1][1]["metadata"]["annotations"][indexed.FAILURE_COUNT_KEY] == "1"
+    (tmp_path / "go").write_text("")
+    assert wait_for("Job kil to complete", lambda: conditions(api, f"{jobs}/kil").get("Complete"), 15)
+    status = api.get(f"{jobs}/kil")["status"]
+    assert status["completedIndexes"] == "0-2" and status["succeeded"] == 3 and status["failed"] == 1
+    assert status["failedIndexes"] == ""

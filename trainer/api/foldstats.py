@@ -21,7 +21,7 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: A termination message is cut by the kubelet at 4096 bytes: a fold's statistics must fit well inside.
 MAX_MESSAGE_BYTES = 4096
@@ -74,6 +74,13 @@ class FoldStats(BaseModel):
     epochs: int = 0
     train_seconds: float = 0.0
 
+    @model_validator(mode="after")
+    def _one_pinball_per_quantile(self) -> FoldStats:
+        for name, b in {"model": self.model, **self.baselines}.items():
+            if len(b.pinball) != len(self.quantiles):
+                raise ValueError(f"{name}: {len(b.pinball)} pinball sums for {len(self.quantiles)} quantiles")
+        return self
+
     def message(self) -> str:
         """The compact JSON for a termination message (checked against the kubelet's 4 KiB)."""
         text = json.dumps(self.model_dump(mode="json"), separators=(",", ":"))
@@ -102,6 +109,11 @@ def pooled(folds: list[FoldStats]) -> dict[str, Any]:
     first = folds[0]
     if any(f.quantiles != first.quantiles or f.horizon != first.horizon for f in folds):
         raise ValueError("folds with different quantiles or horizons cannot be pooled")
+    if any(
+        f.baselines.keys() != first.baselines.keys() or f.da_hits.keys() != first.da_hits.keys()
+        for f in folds
+    ):
+        raise ValueError("folds with different baselines or direction steps cannot be pooled")
     n = sum(f.n for f in folds)
     points, q = n * first.horizon, len(first.quantiles)
     naive = sum(f.naive_abs_err for f in folds)

@@ -238,6 +238,15 @@ class WalkForwardSpec(_Model):
         description="Folds that may fail for good before the run fails (maxFailedIndexes); 0: any fails it.",
     )
 
+    @field_validator("start", "end")
+    @classmethod
+    def _calendar_date(cls, v: str) -> str:
+        try:  # the pattern only checks the shape: 2025-02-30 must be refused here, naming the field
+            dt.date.fromisoformat(v)
+        except ValueError as exc:
+            raise ValueError(f"'{v}' is not a calendar date (YYYY-MM-DD): {exc}") from None
+        return v
+
     @model_validator(mode="after")
     def _ordered(self) -> WalkForwardSpec:
         if self.start > self.end:
@@ -427,6 +436,17 @@ class TrainingRunSpec(_Model):
             return self
         if self.workers > 1:
             raise ValueError(f"walkForward: one worker per fold; set workers to 1 (got {self.workers})")
+        d = self.data
+        if d.end is not None and d.end < wf.end:
+            raise ValueError(
+                f"walkForward.end: {wf.end} is after data.end {d.end}; the last fold needs candles up to "
+                "walkForward.end: move data.end to it or later, or leave it empty"
+            )
+        if d.start is not None and d.start >= wf.start:
+            raise ValueError(
+                f"walkForward.start: {wf.start} is not after data.start {d.start}; the first fold trains on "
+                "the candles before walkForward.start, and the spec has none"
+            )
         folds = wf.folds(self.data.horizon)
         if not folds:
             raise ValueError(

@@ -5,8 +5,9 @@ phase, gauges) and the CRD's status schema (generated from these models by ``tra
 key; with one model a key cannot be spelt one way by its writer and another by its reader.
 
 Who writes what: the operator owns ``phase``/``reason``/``message``/``conditions``/``jobName``/``startTime``/
-``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``; the trainer owns ``progress``,
-``checkpoint`` and ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
+``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``, and for a walk-forward run
+``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the trainer owns
+``progress``, ``checkpoint`` and a single training's ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
 where ``None`` deletes a field (the ETA once a run is finished).
 
 Values a person reads (``kubectl get tr``, ``describe``) are rounded here, where the status is made: floats to 4
@@ -179,6 +180,37 @@ class Metrics(_Status):
     best_epoch: Integer = None
     wall_seconds: Number = None
     parameters: Integer = None
+    # A walk-forward run: the metrics above are pooled over ``foldsDone`` of its ``foldsTotal`` folds.
+    folds_done: Integer = None
+    folds_total: Integer = None
+
+
+FoldPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+# ``stats`` is the fold's ``trainer.api.foldstats.FoldStats`` exactly as its pod reported it (unrounded: the pooled
+# metrics are recomputed from it), kept because the pod and its termination message go with the Job's TTL or
+# garbage collection. ``reason``/``message``: why a fold failed, is retried, or has no usable statistics.
+class FoldStatus(_Status):
+    """One fold of a walk-forward run, written by the operator from the fold's pod."""
+
+    index: int = Field(ge=0)
+    start: str | None = None
+    end: str | None = None
+    phase: FoldPhase
+    n: Integer = None
+    mase: Number = None
+    pinball: Number = None
+    coverage: Number = None
+    pod: str | None = None
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, max_length=1024)
+    message: str | None = Field(default=None, max_length=4096)
+    finished_at: Timestamp = None
+    stats: Annotated[
+        dict[str, Any] | None,
+        WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+    ] = None
 
 
 class TrainingRunStatus(_Status):
@@ -204,6 +236,12 @@ class TrainingRunStatus(_Status):
     progress: Progress | None = None
     checkpoint: CheckpointStatus | None = None
     metrics: Metrics | None = None
+    # A walk-forward run: one row per fold (by index), and "done/total" for ``kubectl get tr -o wide``.
+    folds: list[FoldStatus] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["index"]},
+    )
+    folds_display: str | None = None
     # kopf keeps its own handler bookkeeping under status.kopf when no annotations storage is used.
     kopf: Annotated[
         dict[str, Any] | None,

@@ -81,14 +81,22 @@ RBAC rules for the namespaced resources the operator reads and writes (shared by
 cluster-wide mode and the per-namespace Roles).
 */}}
 {{- define "crypto-price-predictor.namespacedRules" -}}
-# TrainingRuns: watch them, add finalizers/annotations, and kopf's handler bookkeeping.
+# TrainingRuns: watch them, add finalizers/annotations, and kopf's handler bookkeeping; create and delete: the
+# trial runs of TrainingSweeps.
 - apiGroups: ["cryptopredictor.dev"]
   resources: ["trainingruns"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # Phase, conditions, progress. Holding get/patch here is also what lets the operator create each run's Role
 # granting its pod `get, patch` on trainingruns/status (RBAC forbids granting what you do not hold).
 - apiGroups: ["cryptopredictor.dev"]
   resources: ["trainingruns/status"]
+  verbs: ["get", "patch", "update"]
+# TrainingSweeps: watch them, kopf's annotations; their status holds the trials, the leaderboard and the best run.
+- apiGroups: ["cryptopredictor.dev"]
+  resources: ["trainingsweeps"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["cryptopredictor.dev"]
+  resources: ["trainingsweeps/status"]
   verbs: ["get", "patch", "update"]
 # The training Job of each run.
 - apiGroups: ["batch"]

@@ -8,16 +8,41 @@ back, retries up to ``backoffLimit``, honours ``suspend`` and ``activeDeadlineSe
 SIGKILL a pod's process to exercise retries and checkpoint resumption.
 
 Indexed Jobs (``completionMode: Indexed``, see ``indexed``) get a pod ``<job>-<index>-<random>`` for each
-index neither succeeded nor running, up to ``parallelism``, with the ``batch.kubernetes.io/job-completion-index``
-annotation and label, ``spec.hostname: <job>-<index>`` and ``JOB_COMPLETION_INDEX`` in the env. The Job
-status gets ``completedIndexes``/``succeeded``, and Complete once every index succeeded. A failed pod within
-``backoffLimit`` is replaced for its index only; past it the Job fails: its other pods are terminated
+index neither succeeded, failed nor running, lowest first, at most ``parallelism`` at once (as indexes
+succeed, the next ones start), with the ``batch.kubernetes.io/job-completion-index`` annotation and label,
+``spec.hostname: <job>-<index>`` and ``JOB_COMPLETION_INDEX`` in the env. The Job status gets
+``completedIndexes``/``succeeded`` (succeeded indexes), and Complete once every index succeeded. A failed pod
+within ``backoffLimit`` is replaced for its index only; past it the Job fails: its other pods are terminated
 (SIGTERM, SIGKILL after a grace), recorded Failed with their exit codes and counted in ``failed``.
+
+``backoffLimitPerIndex`` (Kubernetes 1.29+; ``backoffLimit`` is then not used): each index is retried alone,
+up to that many times (its failure counts go on its pods as ``batch.kubernetes.io/job-index-failure-count``
+and ``...-ignored-failure-count``); an index past it is failed, listed in ``status.failedIndexes`` (same
+format as ``completedIndexes``, ``""`` while none) and gets no more pods. More failed indexes than
+``maxFailedIndexes``: the Job fails (``MaxFailedIndexesExceeded``), its running pods terminated as above.
+Every index succeeded or failed and some failed: the Job fails (``FailedIndexes``). ``failed`` counts pods.
+
+``podFailurePolicy``: the first rule whose ``onExitCodes`` (``In``/``NotIn``, optional ``containerName``;
+exit code 0 never matches) matches a failed pod decides: ``FailJob`` fails the Job at once (reason
+``PodFailurePolicy``, the real controller's message "Container <c> for pod <ns>/<pod> failed with exit code
+<n> matching FailJob rule at index <i>"), its other pods terminated; ``FailIndex`` (with
+``backoffLimitPerIndex`` only) fails the pod's index at once; ``Ignore``: the failure is not counted
+(neither in ``failed`` nor against a limit) and the pod is replaced; ``Count`` (and no match): as without a
+policy. ``onPodConditions`` rules never match: this kubelet causes no disruptions (no DisruptionTarget).
 
 DNS test shim (``hostnames``): the emulator has no DNS and every pod is a process on 127.0.0.1, whereas a real
 cluster resolves ``<hostname>.<subdomain>[.<ns>[.svc[.cluster.local]]]`` through the headless Service's
 per-pod records. torch's TCPStore/gloo resolve in C++, so for a template with a ``subdomain`` the kubelet
 rewrites those names in the container's command, args and env values to ``127.0.0.1`` (ports kept).
+
+Termination-message test shim: a local process cannot write a container's ``terminationMessagePath``
+(default ``/dev/termination-log``). So each pod gets a file of its own, ``<workdir>/<pod>.termination-log``,
+and every occurrence of that path (of ``/dev/termination-log`` when the field is absent) in the container's
+env values is rewritten to the file's path (command, args and ``extra_env`` are left alone). When the process
+exits, its first 4096 bytes become the container status's ``state.terminated.message``, as the kubelet does;
+with ``terminationMessagePolicy: FallbackToLogsOnError``, a failed container whose file is empty gets the
+tail of its log (the last 80 lines, at most 2048 bytes) instead. An empty message is left out. Product code
+must read the path from an env var (``TRAINER_TERMINATION_MESSAGE_PATH``), never hard-code it.
 """
 
 from __future__ import annotations
@@ -57,6 +82,18 @@ DEADLINE_EXCEEDED: Condition = (
     "DeadlineExceeded",
     "Job was active longer than specified deadline",
 )
+MAX_FAILED_INDEXES_EXCEEDED: Condition = (
+    "Failed",
+    "True",
+    "MaxFailedIndexesExceeded",
+    "Job has exceeded the specified maximal number of failed indexes",
+)
+FAILED_INDEXES: Condition = ("Failed", "True", "FailedIndexes", "Job has failed indexes")
+#: A container's ``terminationMessagePath`` when the field is absent, and what the kubelet reads of it.
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+MAX_MESSAGE_BYTES = 4096
+#: ``FallbackToLogsOnError``: at most this much of the log's tail.
+FALLBACK_LOG_BYTES, FALLBACK_LOG_LINES = 2048, 80
 _FIELD_MAP = re.compile(r"metadata\.(annotations|labels)\['([^']*)'\]")
 
 
@@ -78,6 +115,8 @@ class _Run:
     log: pathlib.Path
     container: str  # the container's name, for its containerStatuses entry
     index: int | None = None  # the completion index of an Indexed Job's pod
+    termination_log: pathlib.Path | None = None  # the termination-message shim's file
+    message_policy: str = "File"  # the container's terminationMessagePolicy
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=_now)
     killed: bool = False
@@ -103,6 +142,8 @@ class Kubelet:
         self.label_selector, self.namespace, self.interval = label_selector, namespace, interval
         self.runs: dict[str, _Run] = {}  # pod name -> running process
         self.errors: list[str] = []
+        # backoffLimitPerIndex: (job uid, index) -> the index's counted and ignored pod failures so far
+        self._index_failures: dict[tuple[str, int], tuple[int, int]] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
@@ -292,7 +333,10 @@ class Kubelet:
             pod_meta["annotations"] = dict(template_meta["annotations"])
         spec = copy.deepcopy(template["spec"])
         if index is not None:
-            indexed.stamp(pod_meta, spec, meta["name"], index)
+            failures = None
+            if indexed.backoff_limit_per_index(job["spec"]) is not None:
+                failures = self._index_failures.get((meta["uid"], index), (0, 0))
+            indexed.stamp(pod_meta, spec, meta["name"], index, failures)
         return pod_meta, spec
 
     def _start(self, job: dict[str, Any], index: int | None = None) -> None:
@@ -313,7 +357,14 @@ class Kubelet:
         if subdomain := spec.get("subdomain"):  # the DNS test shim, see ``hostnames``
             argv = hostnames.rewrite_all(argv, subdomain, namespace)
             env = dict(zip(env, hostnames.rewrite_all(env.values(), subdomain, namespace), strict=True))
-        run = self._spawn(job, meta["name"], container, argv, {**self.extra_env, **env}, index)
+        # the termination-message shim: the pod's own file instead of the path the process cannot write
+        termination_log = self.workdir / f"{meta['name']}.termination-log"
+        termination_log.write_bytes(b"")
+        target = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
+        env = {key: value.replace(target, str(termination_log)) for key, value in env.items()}
+        run = self._spawn(
+            job, meta["name"], container, argv, {**self.extra_env, **env}, index, termination_log
+        )
         self.api.merge(
             pod_path,
             {
@@ -334,7 +385,10 @@ class Kubelet:
             },
         )
         status = job.get("status") or {}
-        self._job_status(job, active=len(self._job_runs(job)), startTime=status.get("startTime") or _now())
+        counters: dict[str, Any] = {"startTime": status.get("startTime") or _now()}
+        if indexed.backoff_limit_per_index(job["spec"]) is not None:
+            counters["failedIndexes"] = status.get("failedIndexes") or ""
+        self._job_status(job, active=len(self._job_runs(job)), **counters)
 
     def _spawn(
         self,
@@ -344,6 +398,7 @@ class Kubelet:
         argv: list[str],
         env: dict[str, str],
         index: int | None,
+        termination_log: pathlib.Path | None = None,
     ) -> _Run:
         log = self.workdir / f"{pod}.log"
         with open(log, "wb") as out:
@@ -357,7 +412,18 @@ class Kubelet:
                 start_new_session=True,
             )
         meta = job["metadata"]
-        run = _Run(pod, meta["namespace"], meta["name"], meta["uid"], process, log, container["name"], index)
+        run = _Run(
+            pod,
+            meta["namespace"],
+            meta["name"],
+            meta["uid"],
+            process,
+            log,
+            container["name"],
+            index,
+            termination_log,
+            container.get("terminationMessagePolicy") or "File",
+        )
         with self._lock:
             self.runs[pod] = run
         return run
@@ -371,6 +437,8 @@ class Kubelet:
             "startedAt": run.started_at,
             "finishedAt": _now(),
         }
+        if message := _termination_message(run, code):
+            terminated["message"] = message
         with contextlib.suppress(ApiResponseError):  # the pod may be gone already
             self.api.merge(
                 f"/api/v1/namespaces/{run.namespace}/pods/{run.pod}/status",
@@ -394,8 +462,9 @@ class Kubelet:
     def _finish(self, job: dict[str, Any], run: _Run) -> None:
         self._forget(run.pod)
         self._record_exit(run)
-        status = job.get("status") or {}
-        if run.exit_code() == 0:
+        spec, status = job["spec"], job.get("status") or {}
+        code = run.exit_code()
+        if code == 0:
             if run.index is None:
                 succeeded = status.get("succeeded", 0) + 1
                 self._job_status(
@@ -404,16 +473,64 @@ class Kubelet:
             else:
                 self._index_succeeded(job, run.index)
             return
+        action, rule = failure_action(spec.get("podFailurePolicy"), run.container, code)
+        per_index = indexed.backoff_limit_per_index(spec) is not None and run.index is not None
+        if action == "FailIndex" and not per_index:
+            action = "Count"  # the API rejects FailIndex without backoffLimitPerIndex
+        if action == "FailJob":
+            message = (
+                f"Container {run.container} for pod {run.namespace}/{run.pod} failed with exit code {code} "
+                f"matching FailJob rule at index {rule}"
+            )
+            self._fail(job, status.get("failed", 0) + 1, ("Failed", "True", "PodFailurePolicy", message))
+            return
+        if action == "Ignore":  # not counted anywhere; the next _sync replaces the pod
+            if per_index:
+                key = (job["metadata"]["uid"], int(run.index or 0))
+                counted, ignored = self._index_failures.get(key, (0, 0))
+                self._index_failures[key] = (counted, ignored + 1)
+            self._job_status(job, active=len(self._job_runs(job)))
+            return
         failed = status.get("failed", 0) + 1
-        if failed <= job["spec"].get("backoffLimit", 6):  # the next _sync replaces it (its index only)
+        if per_index:
+            self._index_failed(job, int(run.index or 0), failed, at_once=action == "FailIndex")
+        elif failed <= spec.get("backoffLimit", 6):  # the next _sync replaces it (its index only)
+            self._job_status(job, active=len(self._job_runs(job)), failed=failed)
+        else:
+            self._fail(job, failed, BACKOFF_EXCEEDED)
+
+    def _fail(self, job: dict[str, Any], failed: int, condition: Condition, **counters: Any) -> None:
+        """The Job fails: the controller terminates its other pods (counted as failed, ``failed`` has the rest)."""
+        others = self._job_runs(job)
+        self._terminate_all(others, record=True)
+        self._job_status(job, active=0, failed=failed + len(others), condition=condition, **counters)
+
+    def _index_failed(self, job: dict[str, Any], index: int, failed: int, at_once: bool) -> None:
+        """A counted failure of ``index``'s pod under ``backoffLimitPerIndex`` (``at_once``: a FailIndex rule);
+        ``failed``: the Job's failed pods with this one."""
+        spec, status = job["spec"], job.get("status") or {}
+        key = (job["metadata"]["uid"], index)
+        counted, ignored = self._index_failures.get(key, (0, 0))
+        self._index_failures[key] = (counted + 1, ignored)
+        limit = indexed.backoff_limit_per_index(spec)
+        if not at_once and limit is not None and counted + 1 <= limit:  # the next _sync retries the index
             self._job_status(job, active=len(self._job_runs(job)), failed=failed)
             return
-        others = self._job_runs(job)  # the Job failed: the controller terminates the rest
-        self._terminate_all(others, record=True)
-        self._job_status(job, active=0, failed=failed + len(others), condition=BACKOFF_EXCEEDED)
+        failed_indexes = indexed.parse(status.get("failedIndexes")) | {index}
+        counters: dict[str, Any] = {"failedIndexes": indexed.format_indexes(failed_indexes)}
+        done = indexed.parse(status.get("completedIndexes"))
+        max_failed = spec.get("maxFailedIndexes")
+        if max_failed is not None and len(failed_indexes) > int(max_failed):
+            self._fail(job, failed, MAX_FAILED_INDEXES_EXCEEDED, **counters)
+        elif indexed.all_finished(spec, done, failed_indexes):
+            self._job_status(job, active=0, failed=failed, condition=FAILED_INDEXES, **counters)
+        else:
+            self._job_status(job, active=len(self._job_runs(job)), failed=failed, **counters)
 
     def _index_succeeded(self, job: dict[str, Any], index: int) -> None:
-        done = indexed.parse((job.get("status") or {}).get("completedIndexes")) | {index}
+        status = job.get("status") or {}
+        done = indexed.parse(status.get("completedIndexes")) | {index}
+        failed_indexes = indexed.parse(status.get("failedIndexes"))
         counters: dict[str, Any] = {
             "active": len(self._job_runs(job)),
             "succeeded": len(done),
@@ -421,6 +538,8 @@ class Kubelet:
         }
         if indexed.all_succeeded(job["spec"], done):
             self._job_status(job, completionTime=_now(), condition=COMPLETE, **counters)
+        elif failed_indexes and indexed.all_finished(job["spec"], done, failed_indexes):
+            self._job_status(job, condition=FAILED_INDEXES, **counters)
         else:
             self._job_status(job, **counters)
 
@@ -441,6 +560,38 @@ class Kubelet:
     def _forget(self, pod: str) -> None:
         with self._lock:
             self.runs.pop(pod, None)
+
+
+def failure_action(policy: dict[str, Any] | None, container: str, code: int) -> tuple[str, int | None]:
+    """What a Job's ``podFailurePolicy`` does about a pod whose container ``container`` exited ``code``: the
+    action of the first rule whose ``onExitCodes`` match, and that rule's index; ("Count", None) if none does.
+    Exit code 0 never matches; ``onPodConditions`` rules never match here (no disruptions)."""
+    for number, rule in enumerate((policy or {}).get("rules") or []):
+        on_codes = rule.get("onExitCodes")
+        if not on_codes or code == 0:
+            continue
+        name = on_codes.get("containerName")
+        if name is not None and name != container:
+            continue
+        values = {int(value) for value in on_codes.get("values") or []}
+        operator = on_codes.get("operator")
+        if (operator == "In" and code in values) or (operator == "NotIn" and code not in values):
+            return str(rule["action"]), number
+    return "Count", None
+
+
+def _termination_message(run: _Run, code: int) -> str:
+    """``state.terminated.message``: the first 4096 bytes of the pod's termination-message file, or, with
+    ``FallbackToLogsOnError`` after a failure and an empty file, the tail of its log."""
+    data = b""
+    if run.termination_log is not None:
+        with contextlib.suppress(OSError), open(run.termination_log, "rb") as file:
+            data = file.read(MAX_MESSAGE_BYTES)
+    if not data and code != 0 and run.message_policy == "FallbackToLogsOnError":
+        with contextlib.suppress(OSError), open(run.log, "rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - FALLBACK_LOG_BYTES))
+            data = b"".join(file.read().splitlines(keepends=True)[-FALLBACK_LOG_LINES:])
+    return data.decode(errors="replace")
 
 
 def _field_ref(meta: dict[str, Any], path: str) -> str:
