@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
-import sys
 from contextlib import ExitStack
 from typing import Any
 
@@ -23,7 +22,7 @@ import yaml
 
 from tests.operator.test_integration import Operator, condition, metric
 from tests.support.kubeemu.fixtures import KubeApi
-from tests.support.kubeemu.kubelet import Kubelet, default_env
+from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
 from tests.support.s3server import S3Server
 from tests.support.waiting import wait_for
 from trainer.api.spec import API_GROUP, API_VERSION
@@ -101,14 +100,7 @@ def test_sample_run_end_to_end_with_a_killed_trainer(
         stack.callback(op.stop)
         kubelet = None
         if not kube_api.real:
-            env = {
-                **default_env(),
-                "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                "PYTHONPATH": str(ROOT),
-                "KUBECONFIG": kube_api.env["KUBECONFIG"],
-                "MPLBACKEND": "Agg",
-                "OMP_NUM_THREADS": "2",
-            }
+            env = trainer_pod_env(kube_api.env["KUBECONFIG"], OMP_NUM_THREADS="2")
             kubelet = stack.enter_context(
                 Kubelet(kube_api.api, tmp_path / "kubelet", extra_env=env, namespace=namespace)
             )

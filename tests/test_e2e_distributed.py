@@ -25,7 +25,7 @@ import yaml
 
 from tests.operator.test_integration import Operator, condition, free_port
 from tests.support.kubeemu.fixtures import KubeApi
-from tests.support.kubeemu.kubelet import Kubelet, default_env
+from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
 from tests.support.trainer_helpers import ROOT, assert_same_weights, trainer_env
 from tests.support.waiting import wait_for
 from tests.test_e2e import Storage
@@ -96,15 +96,9 @@ class Cluster:
         stack.callback(self.op.stop)
         self.kubelet: Kubelet | None = None
         if not kube_api.real:
-            env = {
-                **default_env(),
-                "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                "PYTHONPATH": str(ROOT),
-                "KUBECONFIG": kube_api.env["KUBECONFIG"],
-                "MPLBACKEND": "Agg",
-                "OMP_NUM_THREADS": "1",
-                "TRAINER_SHARED_DIR": str(tmp),
-            }
+            env = trainer_pod_env(
+                kube_api.env["KUBECONFIG"], OMP_NUM_THREADS="1", TRAINER_SHARED_DIR=str(tmp)
+            )
             self.kubelet = stack.enter_context(
                 Kubelet(kube_api.api, tmp / "kubelet", extra_env=env, namespace=ns)
             )

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from tests.support.trainer_helpers import (
     run_trainer,
     trainer_env,
 )
+from tests.trainer.test_resume import wait_for_epoch
 from trainer.api import exitcodes
 from trainer.api.errors import ConfigError
 from trainer.distributed import Dist, PeerLost, collective_errors
@@ -179,19 +181,24 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wait_for_epoch_line(proc: subprocess.Popen[str], epoch: int, timeout: float = 180) -> str:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        for ev in events(line):
-            if ev.get("event") == "epoch" and ev["epoch"] == epoch:
-                return "".join(seen)
-    raise AssertionError(f"no epoch {epoch} line:\n{''.join(seen)[-3000:]}")
+def interrupted(out: Path, stop: Callable[[subprocess.Popen[str]], None]) -> tuple[int, str]:
+    """Start 2 ranks, ``stop`` them once epoch 1 is done (inside epoch 2); the launcher's exit code and output."""
+    proc = popen_launch(out, "--epochs", EPOCHS)
+    wait_for_epoch(proc, 1)
+    time.sleep(0.3)  # into epoch 2
+    stop(proc)
+    text, _ = proc.communicate(timeout=120)
+    return proc.returncode, text
+
+
+def sigterm(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
+
+
+def kill_rank_1(proc: subprocess.Popen[str]) -> None:
+    workers = sorted(children(proc.pid))
+    assert len(workers) == 2, workers
+    os.kill(workers[-1], signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -229,12 +236,8 @@ def test_sigterm_stops_every_rank_with_one_checkpoint_and_the_rerun_matches(
 ) -> None:
     reference, _ = two_ranks
     out = tmp_path / "run"
-    proc = popen_launch(out, "--epochs", EPOCHS)
-    wait_for_epoch_line(proc, 1)
-    time.sleep(0.3)  # into epoch 2
-    proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
-    text, _ = proc.communicate(timeout=120)
-    assert proc.returncode == exitcodes.PREEMPTED, text[-3000:]
+    code, text = interrupted(out, sigterm)
+    assert code == exitcodes.PREEMPTED, text[-3000:]
     stopped = [e for e in events(text) if e.get("event") == "preempted"]
     assert len(stopped) == 1, text[-3000:]  # rank 0 alone names the checkpoint
     again = launch(out, "--epochs", EPOCHS)
@@ -249,14 +252,8 @@ def test_a_killed_rank_fails_the_launch_with_its_code_and_the_rerun_matches(
 ) -> None:
     reference, _ = two_ranks
     out = tmp_path / "run"
-    proc = popen_launch(out, "--epochs", EPOCHS)
-    wait_for_epoch_line(proc, 1)
-    time.sleep(0.3)
-    workers = sorted(children(proc.pid))
-    assert len(workers) == 2, workers
-    os.kill(workers[-1], signal.SIGKILL)
-    text, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGKILL, text[-3000:]  # the killed rank, not its peer's 5
+    code, text = interrupted(out, kill_rank_1)
+    assert code == 128 + signal.SIGKILL, text[-3000:]  # the killed rank, not its peer's 5
     again = launch(out, "--epochs", EPOCHS)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert_same_weights(final_weights(out / "last.pt"), final_weights(reference / "last.pt"))
@@ -268,12 +265,8 @@ def test_a_two_rank_checkpoint_resumes_on_one_process(
 ) -> None:
     reference, _ = two_ranks
     out = tmp_path / "run"
-    proc = popen_launch(out, "--epochs", EPOCHS)
-    wait_for_epoch_line(proc, 1)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    text, _ = proc.communicate(timeout=120)
-    assert proc.returncode == exitcodes.PREEMPTED, text[-3000:]
+    code, text = interrupted(out, sigterm)
+    assert code == exitcodes.PREEMPTED, text[-3000:]
     one = run_trainer("run", SAMPLE, "--output", str(out), *ARGS, "--epochs", EPOCHS)
     assert one.returncode == 0, one.stderr[-3000:]
     assert any(e.get("event") == "resume" for e in events(one.stderr))

@@ -58,6 +58,7 @@ import re
 import signal
 import string
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -614,3 +615,17 @@ def _pod_conditions(ready: bool) -> list[dict[str, str]]:
 def default_env() -> dict[str, str]:
     """What a test usually passes as ``extra_env``: this interpreter's PATH and PYTHONPATH."""
     return {key: os.environ[key] for key in ("PATH", "PYTHONPATH", "HOME") if key in os.environ}
+
+
+def trainer_pod_env(kubeconfig: str, **extra: str) -> dict[str, str]:
+    """What the e2e tests give the trainer's pods: this interpreter and checkout, the emulator's kubeconfig (the
+    trainer patches its run's status), a headless matplotlib, and ``extra``."""
+    here = pathlib.Path(__file__).resolve().parents[3]
+    return {
+        **default_env(),
+        "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(here),
+        "KUBECONFIG": kubeconfig,
+        "MPLBACKEND": "Agg",
+        **extra,
+    }
