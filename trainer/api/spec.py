@@ -210,7 +210,7 @@ class CheckpointSpec(_Model):
 # --- cluster-only fields (the operator uses them; `python -m trainer run` ignores them) -------------------------
 
 
-MAX_FOLDS = 1000  # an Indexed Job's completions; far more than any walk-forward needs
+MAX_FOLDS = 250  # each fold keeps a ~1 KB row in the run's status (etcd objects stop at ~1.5 MiB)
 
 
 class WalkForwardSpec(_Model):
