@@ -280,6 +280,7 @@ def final_metrics(
     return {
         "valMae": metrics["mae"],
         "valMase": metrics["mase"],
+        "valLoss": trainer.loop.best_val_loss,
         "coverage80": metrics["coverage_80"],
         "pinball": metrics["pinball"],
         **{f"{k}Pinball": b["pinball"] for k, b in baselines.items()},

@@ -268,6 +268,18 @@ class SweepDecision:
     phase: str = "Pending"
 
 
+def tie_note(board: Sequence[Any], metric: str) -> str:
+    """Said when the best trials tie on the objective: the ranking is then only the tie-break (the index). It
+    happens with valMase whenever no trial's learned median beats persistence (all ship persistence, MASE 1.0)."""
+    if len(board) < 2 or board[0].objective != board[1].objective:
+        return ""
+    tied = sum(1 for b in board if b.objective == board[0].objective)
+    return (
+        f"; note: the top {tied} trials tie on {metric} ({board[0].objective:g}), so the best is only the first "
+        "by index; rank by an objective the trials change (valLoss: the network's own validation pinball)"
+    )
+
+
 def leaderboard(
     trials: Sequence[SweepTrial], direction: str, size: int = LEADERBOARD_SIZE
 ) -> list[LeaderboardEntry]:
@@ -355,7 +367,11 @@ def _compose(
         if best is not None:
             what = f"best {best.name}: {metric} {best.objective:g} ({describe_params(best.params)})"
             where = f"; checkpoint {best.checkpoint}" if best.checkpoint else ""
-            outcome = ("Succeeded", "Completed", f"{done} trials done; {what}{where}")
+            outcome = (
+                "Succeeded",
+                "Completed",
+                f"{done} trials done; {what}{where}{tie_note(board, metric)}",
+            )
         else:
             outcome = (
                 "Failed",

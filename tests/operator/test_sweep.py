@@ -713,3 +713,21 @@ def test_the_sample_and_a_status_validate_against_the_schema() -> None:
         jsonschema.validate(bad, schema)
     with pytest.raises(SpecError):
         parse_sweep(bad["spec"], "sol-search")
+
+
+@pytest.mark.parametrize(
+    ("objectives", "note"),
+    [
+        ([1.0, 1.0, 1.0], "the top 3 trials tie on valMase (1)"),
+        ([1.0, 1.0, 1.2], "the top 2 trials tie on valMase (1)"),
+        ([0.9, 1.0, 1.0], ""),
+        ([1.0], ""),
+    ],
+)
+def test_a_tie_at_the_top_is_said_in_the_completion_message(objectives: list[float], note: str) -> None:
+    trials = [
+        SweepTrial(index=i, name=f"demo-t{i:03d}", params={LR: 0.001 * (i + 1)}, phase="Succeeded", objective=o)
+        for i, o in enumerate(objectives)
+    ]
+    said = sw.tie_note(sw.leaderboard(trials, "minimize"), "valMase")
+    assert (note in said and "valLoss" in said) if note else said == ""

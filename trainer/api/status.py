@@ -169,6 +169,10 @@ class Metrics(_Status):
 
     val_mae: Number = None
     val_mase: Number = None
+    # The learned network's best validation pinball in scaled units (what early stopping watches): unlike valMase
+    # and pinball, which may be persistence's and the prior band's, it always depends on the training, so it is
+    # the objective to rank trials of one data set by.
+    val_loss: Number = None
     coverage_80: Number = Field(default=None, alias="coverage80")
     pinball: Number = None
     empirical_pinball: Number = None
