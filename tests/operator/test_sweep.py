@@ -726,7 +726,9 @@ def test_the_sample_and_a_status_validate_against_the_schema() -> None:
 )
 def test_a_tie_at_the_top_is_said_in_the_completion_message(objectives: list[float], note: str) -> None:
     trials = [
-        SweepTrial(index=i, name=f"demo-t{i:03d}", params={LR: 0.001 * (i + 1)}, phase="Succeeded", objective=o)
+        SweepTrial(
+            index=i, name=f"demo-t{i:03d}", params={LR: 0.001 * (i + 1)}, phase="Succeeded", objective=o
+        )
         for i, o in enumerate(objectives)
     ]
     said = sw.tie_note(sw.leaderboard(trials, "minimize"), "valMase")
