@@ -144,12 +144,17 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
-def status_schema() -> dict[str, Any]:
-    """The status subresource's schema, generated from ``trainer.api.status.TrainingRunStatus``."""
-    raw = TrainingRunStatus.model_json_schema(by_alias=True, mode="validation")
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A status subresource's schema, generated from its pydantic model."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
     schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
     schema["type"] = "object"
     return schema
+
+
+def status_schema() -> dict[str, Any]:
+    """The status subresource's schema, generated from ``trainer.api.status.TrainingRunStatus``."""
+    return _model_schema(TrainingRunStatus)
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -167,21 +172,29 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
-def build_crd() -> dict[str, Any]:
-    status = status_schema()
+def _crd(
+    plural: str,
+    kind: str,
+    short: str,
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A namespaced v1 CRD of the group with one served, stored version and a status subresource."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "metadata": {"name": f"{plural}.{API_GROUP}"},
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
             "names": {
-                "plural": PLURAL,
-                "singular": "trainingrun",
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "shortNames": ["tr"],
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "shortNames": [short],
                 "categories": ["ml"],
             },
             "versions": [
@@ -190,17 +203,17 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A training run of a multi-step crypto price forecaster.",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema(),
+                                "spec": spec,
                                 "status": status,
                             },
                         }
@@ -209,6 +222,11 @@ def build_crd() -> dict[str, Any]:
             ],
         },
     }
+
+
+def build_crd() -> dict[str, Any]:
+    description = "A training run of a multi-step crypto price forecaster."
+    return _crd(PLURAL, KIND, "tr", description, spec_schema(), status_schema(), PRINTER_COLUMNS)
 
 
 # --- TrainingSweep ---------------------------------------------------------------------------------------------
@@ -238,10 +256,7 @@ def sweep_spec_schema() -> dict[str, Any]:
 
 
 def sweep_status_schema() -> dict[str, Any]:
-    raw = TrainingSweepStatus.model_json_schema(by_alias=True, mode="validation")
-    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
-    schema["type"] = "object"
-    return schema
+    return _model_schema(TrainingSweepStatus)
 
 
 SWEEP_PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -257,46 +272,9 @@ SWEEP_PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 
 def build_sweep_crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{SWEEP_PLURAL}.{API_GROUP}"},
-        "spec": {
-            "group": API_GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "plural": SWEEP_PLURAL,
-                "singular": "trainingsweep",
-                "kind": SWEEP_KIND,
-                "listKind": f"{SWEEP_KIND}List",
-                "shortNames": ["tsw"],
-                "categories": ["ml"],
-            },
-            "versions": [
-                {
-                    "name": API_VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": SWEEP_PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A hyper-parameter search: TrainingRuns from a template, ranked by a metric.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": sweep_spec_schema(),
-                                "status": sweep_status_schema(),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    description = "A hyper-parameter search: TrainingRuns from a template, ranked by a metric."
+    spec, status = sweep_spec_schema(), sweep_status_schema()
+    return _crd(SWEEP_PLURAL, SWEEP_KIND, "tsw", description, spec, status, SWEEP_PRINTER_COLUMNS)
 
 
 def render_sweep() -> str:
