@@ -15,7 +15,7 @@ from trainop.runs import Run
 from trainop.runtime import Runtime
 from trainop.settings import Settings
 
-from tests.support.kubeemu.fixtures import KubeApi
+from tests.support.kubeemu.fixtures import KubeApi, emulator_only
 from trainer.api.spec import TrainingRunSpec
 
 
@@ -114,13 +114,12 @@ def test_events_come_from_the_operator(kube: Kube, kube_namespace: str) -> None:
     assert len(event["message"]) <= 1024
 
 
+@emulator_only  # a real garbage collector deletes objects whose owner does not exist
 def test_delete_children_takes_only_what_the_run_owns(
     kube: Kube, kube_namespace: str, kube_api: KubeApi
 ) -> None:
     """The operator's own cleanup (clusters without a garbage collector): a real cluster's collector would
     remove these owner-less objects itself, so this runs against the emulator only."""
-    if kube_api.real:
-        pytest.skip("a real garbage collector deletes objects whose owner does not exist")
     ns = kube_namespace
     kube.create(owned("Job", "r-train", ns, "u-1", **JOB_SPEC))
     kube.create(owned("ServiceAccount", "r-trainer", ns, "u-1"))

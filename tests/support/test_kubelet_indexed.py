@@ -138,8 +138,12 @@ def terminated(pod: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture()
 def env(kube_api: KubeApi, kube_namespace: str, tmp_path: pathlib.Path) -> Iterator[tuple[Api, str, Kubelet]]:  # noqa: F811
-    if kube_api.real:
-        pytest.skip("the kubelet harness is for the emulator")
+    if (
+        kube_api.real
+    ):  # this module tests the emulator's kubelet, as tests/support/test_kubeemu.py the emulator
+        pytest.fail(
+            "tests/support/test_kubelet_indexed.py tests the emulator's kubelet; unset KUBECONFIG to run it"
+        )
     api = kube_api.api
     with Kubelet(
         api,
