@@ -24,6 +24,7 @@ from typing import Any
 import kopf
 
 from trainer.api import exitcodes
+from trainer.api.cluster import cluster_problems, procs_per_worker
 from trainer.api.endpoint import resolve_s3_endpoint
 from trainer.api.manifest import SpecError
 from trainer.api.spec import (
@@ -32,8 +33,6 @@ from trainer.api.spec import (
     KIND,
     PLURAL,
     TrainingRunSpec,
-    cluster_problems,
-    procs_per_worker,
 )
 
 from .builders_folds import fold_command, shape_fold_job

@@ -41,8 +41,8 @@ from tests.operator.test_integration import (  # noqa: F401 (fixtures)
 )
 from tests.support.kubeemu.client import Api, ApiResponseError
 from tests.support.kubeemu.fixtures import KubeApi
+from trainer.api.cluster import cluster_problems
 from trainer.api.manifest import SpecError, parse_spec
-from trainer.api.spec import cluster_problems
 
 SETTINGS = Settings(checkpoint_prefix="s3://checkpoints/runs", s3_endpoint="http://minio.minio:9000")
 DIGEST = "sha256:" + "a" * 64

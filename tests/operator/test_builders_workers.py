@@ -23,8 +23,9 @@ from tests.operator.test_builders import (
     run_of,
     without_manifest,
 )
+from trainer.api.cluster import cluster_problems, procs_per_worker
 from trainer.api.manifest import SpecError
-from trainer.api.spec import TrainingRunSpec, cluster_problems, procs_per_worker
+from trainer.api.spec import TrainingRunSpec
 
 TWO_WORKERS = {"workers": 2}
 TWO_GPUS = {"limits": {"nvidia.com/gpu": 2, "memory": "8Gi"}, "requests": {"cpu": "4", "memory": "4Gi"}}

@@ -19,66 +19,50 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from trainer.api.foldstats import fold_ranges
+from trainer.api.patterns import (
+    CLUSTER_CHECKPOINT_PATTERN as CLUSTER_CHECKPOINT_PATTERN,
+)
+from trainer.api.patterns import (
+    DNS_LABEL_PATTERN as DNS_LABEL_PATTERN,
+)
+from trainer.api.patterns import (
+    DURATION_PATTERN as DURATION_PATTERN,
+)
+from trainer.api.patterns import (
+    GPU_RESOURCE as GPU_RESOURCE,
+)
+from trainer.api.patterns import (
+    IMAGE_PATTERN as IMAGE_PATTERN,
+)
+from trainer.api.patterns import (
+    LABEL_VALUE_PATTERN as LABEL_VALUE_PATTERN,
+)
+from trainer.api.patterns import (
+    QUANTITY_PATTERN as QUANTITY_PATTERN,
+)
+from trainer.api.patterns import (
+    QUEUE_NAME_PATTERN as QUEUE_NAME_PATTERN,
+)
+from trainer.api.patterns import (
+    S3_ENDPOINT_PATTERN as S3_ENDPOINT_PATTERN,
+)
+from trainer.api.patterns import (
+    S3_URI_RE as S3_URI_RE,
+)
+from trainer.api.patterns import (
+    SYMBOL_PATTERN as SYMBOL_PATTERN,
+)
+from trainer.api.patterns import (
+    label_key_problem as label_key_problem,
+)
+from trainer.api.patterns import (
+    label_value_problem as label_value_problem,
+)
 
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
 KIND = "TrainingRun"
 PLURAL = "trainingruns"
-
-SYMBOL_PATTERN = r"^[A-Z0-9]{2,10}$"
-# Kubernetes quantities ("500m", "8Gi", "1") or plain integers.
-QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]i?|Ki)?$"
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# An S3-compatible endpoint: a scheme and a host, no credentials (they would be logged).
-S3_ENDPOINT_PATTERN = r"^https?://[^\s/@]+(:\d+)?(/.*)?$"
-# The checkpoint/data URIs: a local path or s3://bucket/prefix (bucket names per the S3 rules).
-S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
-# In a TrainingRun object (the CRD) checkpoints must go to S3: a pod's own filesystem is lost with the pod, so
-# every retry would start over. Only the scheme is a CRD pattern; the model checks the bucket (cluster_problems).
-CLUSTER_CHECKPOINT_PATTERN = r"^s3://"
-# Container image references (the distribution/reference grammar, without IPv6 hosts): [host[:port]/]path[:tag]
-# [@digest], the path lower case. Character classes are spelled out: the same text is a pydantic (Rust), CRD
-# (Go) and Python pattern, and ``\w`` means different things in them.
-_HOST_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_PATTERN = (
-    rf"^(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
-)
-# Label values (<= 63): empty, or alphanumerics with -_. inside.
-LABEL_VALUE_PATTERN = r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
-# Label keys: an optional DNS-subdomain prefix (<= 253) and "/", then a name (<= 63) as a non-empty label value.
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$")
-# A Kueue LocalQueue: an object name (lower-case DNS subdomain) that must also fit the queue-name label (<= 63).
-QUEUE_NAME_PATTERN = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$"
-# The extended resource whose limit sets the default processes per pod (one training process per GPU).
-GPU_RESOURCE = "nvidia.com/gpu"
-
-
-def label_key_problem(key: str) -> str | None:
-    """Why ``key`` is not a Kubernetes label key (``[prefix/]name``), or None."""
-    prefix, _, name = key.rpartition("/")
-    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
-        return f"'{key}': the prefix before '/' must be a lower-case DNS subdomain such as nvidia.com"
-    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
-        return (
-            f"'{key}' is not a label key: the name (after an optional prefix/) must be 1-63 letters, digits, "
-            "'-', '_' or '.', starting and ending with a letter or digit, e.g. nvidia.com/gpu.product"
-        )
-    return None
-
-
-def label_value_problem(value: str) -> str | None:
-    """Why ``value`` is not a Kubernetes label value, or None."""
-    if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
-        return (
-            f"'{value}' is not a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending "
-            "with a letter or digit"
-        )
-    return None
 
 
 class _Model(BaseModel):
@@ -472,44 +456,3 @@ class TrainingRunSpec(_Model):
             "horizon": self.data.horizon,
             **self.model.model_dump(by_alias=True),
         }
-
-
-def gpu_limit(spec: TrainingRunSpec) -> int:
-    """The pod's ``nvidia.com/gpu`` limit as a whole number (0: none, or not a whole number)."""
-    value = spec.resources.limits.get(GPU_RESOURCE, spec.resources.requests.get(GPU_RESOURCE, 0))
-    text = str(value)
-    return int(text) if text.isdigit() else 0
-
-
-def procs_per_worker(spec: TrainingRunSpec) -> int:
-    """Training processes per pod: ``procsPerWorker``, else one per GPU of the pod's limit, else 1."""
-    return spec.procs_per_worker or max(gpu_limit(spec), 1)
-
-
-def cluster_problems(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
-    """What a run needs in a cluster beyond the model (the operator checks this before it creates a Job):
-    checkpoints in S3, since a pod's own filesystem (a path, ``file://``) is lost with every retry; a global
-    batch that gives every training process at least one row; no more processes per pod than its GPUs."""
-    problems = []
-    uri = spec.checkpoint.uri
-    if uri and not S3_URI_RE.match(uri):
-        problems.append(
-            f"{prefix}.checkpoint.uri: {uri!r} is the pod's own filesystem, lost with the pod (every retry would "
-            "start over); in a cluster use s3://bucket/prefix, or leave it empty for the operator's prefix"
-        )
-    procs = procs_per_worker(spec)
-    world = spec.workers * procs
-    if spec.training.batch_size < world:
-        problems.append(
-            f"{prefix}.training.batchSize: {spec.training.batch_size} is less than the run's {world} training "
-            f"processes (workers {spec.workers} x procsPerWorker {procs}); each process needs at least one "
-            f"row of the global batch: raise batchSize to at least {world}, or use fewer workers/processes"
-        )
-    gpus = gpu_limit(spec)
-    if spec.procs_per_worker and 0 < gpus < spec.procs_per_worker and spec.training.device != "cpu":
-        problems.append(
-            f"{prefix}.procsPerWorker: {spec.procs_per_worker} processes per pod but resources.limits "
-            f"{GPU_RESOURCE} is {gpus}: each process needs a GPU of its own; lower procsPerWorker, raise the "
-            "limit, or set training.device to cpu"
-        )
-    return problems

@@ -27,8 +27,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
+from trainer.api.cluster import cluster_problems
 from trainer.api.manifest import SpecError, format_errors
-from trainer.api.spec import TrainingRunSpec, _Model, cluster_problems
+from trainer.api.spec import TrainingRunSpec, _Model
 from trainer.api.status import Condition, Metrics, Number, Phase, Timestamp, _drop, _Status
 
 SWEEP_KIND = "TrainingSweep"

@@ -168,7 +168,7 @@ def test_cluster_fields_name_the_field_and_what_is_allowed(
 
 
 def test_checkpoint_uri_in_a_cluster_must_be_s3() -> None:
-    from trainer.api.spec import cluster_problems
+    from trainer.api.cluster import cluster_problems
 
     for uri in ("/data/ckpt", "file:///etc", "runs/x"):
         [p] = cluster_problems(parse_spec({"symbol": "SOL", "checkpoint": {"uri": uri}}))
