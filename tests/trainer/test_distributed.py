@@ -191,6 +191,14 @@ def interrupted(out: Path, stop: Callable[[subprocess.Popen[str]], None]) -> tup
     return proc.returncode, text
 
 
+def rerun_matches(out: Path, reference: Path) -> None:
+    """The same 2-rank command again resumes from ``out``'s checkpoint and ends bit for bit at ``reference``."""
+    again = launch(out, "--epochs", EPOCHS)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert any(e.get("event") == "resume" for e in events(again.stdout + again.stderr))
+    assert_same_weights(final_weights(out / "last.pt"), final_weights(reference / "last.pt"))
+
+
 def sigterm(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
 
@@ -240,10 +248,7 @@ def test_sigterm_stops_every_rank_with_one_checkpoint_and_the_rerun_matches(
     assert code == exitcodes.PREEMPTED, text[-3000:]
     stopped = [e for e in events(text) if e.get("event") == "preempted"]
     assert len(stopped) == 1, text[-3000:]  # rank 0 alone names the checkpoint
-    again = launch(out, "--epochs", EPOCHS)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert any(e.get("event") == "resume" for e in events(again.stdout + again.stderr))
-    assert_same_weights(final_weights(out / "last.pt"), final_weights(reference / "last.pt"))
+    rerun_matches(out, reference)
 
 
 @pytest.mark.slow
@@ -254,9 +259,7 @@ def test_a_killed_rank_fails_the_launch_with_its_code_and_the_rerun_matches(
     out = tmp_path / "run"
     code, text = interrupted(out, kill_rank_1)
     assert code == 128 + signal.SIGKILL, text[-3000:]  # the killed rank, not its peer's 5
-    again = launch(out, "--epochs", EPOCHS)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert_same_weights(final_weights(out / "last.pt"), final_weights(reference / "last.pt"))
+    rerun_matches(out, reference)
 
 
 @pytest.mark.slow
