@@ -175,7 +175,11 @@ async def spec_changed(
 
 
 async def _refresh(
-    handler: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, kwargs: Mapping[str, Any]
+    handler: prometheus.Handler,
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    kwargs: Mapping[str, Any],
 ) -> None:
     key = (str(namespace), str(labels.get(RUN_LABEL)))
     job, pods = _children(key, kwargs)

@@ -1,7 +1,9 @@
 """Prometheus metrics of TrainingRuns and of the operator, served with ``/healthz`` on one port.
 
 Why these names are fixed: the alert rules (``TrainingRunFailed`` on ``trainingrun_failed_info``, stalls on
-``trainingrun_stalled``...) and the Helm chart's ServiceMonitor are written against exactly them.
+``trainingrun_stalled``...), the Helm chart's ServiceMonitor and its Grafana dashboard
+(``charts/crypto-price-predictor/dashboards/trainingruns.json``, whose every query a test evaluates against a real
+Prometheus) are written against exactly them.
 
 Per-run gauges are recomputed from each TrainingRun body the operator sees (so they are right again after an
 operator restart) and their series are removed when the run is deleted; the counters count transitions this
@@ -14,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, Literal, get_args
 
 from aiohttp import web
 from prometheus_client import (
@@ -57,6 +59,13 @@ SUCCEEDED = Counter(
     "trainingrun_succeeded_total", "Runs that became Succeeded.", ["namespace", "symbol"], registry=REGISTRY
 )
 EPOCH = Gauge("trainingrun_epoch", "Last epoch reported by the trainer.", RUN_LABELS, registry=REGISTRY)
+TOTAL_EPOCHS = Gauge(
+    "trainingrun_total_epochs",
+    "Epochs the run trains for (progress.totalEpochs).",
+    RUN_LABELS,
+    registry=REGISTRY,
+)
+TRAIN_LOSS = Gauge("trainingrun_train_loss", "Last training loss.", RUN_LABELS, registry=REGISTRY)
 VAL_LOSS = Gauge("trainingrun_val_loss", "Last validation loss.", RUN_LABELS, registry=REGISTRY)
 BEST_VAL_LOSS = Gauge(
     "trainingrun_best_val_loss", "Best validation loss so far.", RUN_LABELS, registry=REGISTRY
@@ -64,6 +73,18 @@ BEST_VAL_LOSS = Gauge(
 LAST_PROGRESS = Gauge(
     "trainingrun_last_progress_timestamp_seconds",
     "Unix time of the last progress report.",
+    RUN_LABELS,
+    registry=REGISTRY,
+)
+SAMPLES_PER_SECOND = Gauge(
+    "trainingrun_samples_per_second",
+    "Training throughput of the last epoch reported.",
+    RUN_LABELS,
+    registry=REGISTRY,
+)
+RESTARTS = Gauge(
+    "trainingrun_restarts",
+    "Restarts of the run's training so far (status.restarts: retried attempts and container restarts).",
     RUN_LABELS,
     registry=REGISTRY,
 )
@@ -90,13 +111,33 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-_PER_RUN = (PHASE, FAILED_INFO, EPOCH, VAL_LOSS, BEST_VAL_LOSS, LAST_PROGRESS, STALLED_GAUGE, PENDING_INFO)
+# Every handler ``timed`` wraps. Their series exist from the start (at 0), as Prometheus advises for known label
+# values: a rate() then sees a handler's first invocations, and a quiet operator shows 0 errors, not "no data".
+Handler = Literal["ensure_job", "spec_changed", "job_event", "pod_event", "delete_children", "stall_check"]
+for _handler in get_args(Handler):
+    RECONCILE_DURATION.labels(handler=_handler)
+    RECONCILE_ERRORS.labels(handler=_handler)
+
+_PER_RUN = (
+    PHASE,
+    FAILED_INFO,
+    EPOCH,
+    TOTAL_EPOCHS,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    BEST_VAL_LOSS,
+    SAMPLES_PER_SECOND,
+    LAST_PROGRESS,
+    RESTARTS,
+    STALLED_GAUGE,
+    PENDING_INFO,
+)
 # (namespace, name) -> label values currently exported, so that a run's series can be removed exactly.
 _series: dict[tuple[str, str], dict[Gauge, set[tuple[str, ...]]]] = {}
 
 
 @contextmanager
-def timed(handler: str) -> Iterator[None]:
+def timed(handler: Handler) -> Iterator[None]:
     """Duration histogram and error counter around one handler invocation."""
     start = time.perf_counter()
     try:
@@ -146,13 +187,19 @@ def observe_run(body: Mapping[str, Any], symbol: str) -> None:
         _set(PENDING_INFO, key, values, 1.0)
     _drop(STALLED_GAUGE, key, {run})
     _set(STALLED_GAUGE, key, run, 1.0 if is_true(status.condition_list(), STALLED) else 0.0)
+    _drop(RESTARTS, key, {run})
+    _set(RESTARTS, key, run, float(status.restarts or 0))
     progress = status.progress or Progress()
     for gauge, value in (
         (EPOCH, progress.epoch),
+        (TOTAL_EPOCHS, progress.total_epochs),
+        (TRAIN_LOSS, progress.train_loss),
         (VAL_LOSS, progress.val_loss),
         (BEST_VAL_LOSS, progress.best_val_loss),
+        (SAMPLES_PER_SECOND, progress.samples_per_second),
     ):
-        _drop(gauge, key, {run})
+        # A value that is gone (a NaN loss is written as null) takes its series with it: no stale last value.
+        _drop(gauge, key, {run} if value is not None else set())
         if value is not None:
             _set(gauge, key, run, float(value))
     _drop(LAST_PROGRESS, key, {run})

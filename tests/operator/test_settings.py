@@ -107,8 +107,12 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
             "Running",
             "PodRunning",
             stalled=True,
+            restarts=2,
             progress={
                 "epoch": 41,
+                "totalEpochs": 100,
+                "trainLoss": 0.7,
+                "samplesPerSecond": 1234,
                 "valLoss": 0.5,
                 "bestValLoss": 0.4,
                 "lastProgressTime": "2026-01-01T00:00:10Z",
@@ -121,6 +125,10 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
         "# HELP trainingrun_pending_reason_info", ""
     )
     assert 'trainingrun_epoch{name="r1",namespace="mx",symbol="SOL"} 41.0' in text
+    assert 'trainingrun_total_epochs{name="r1",namespace="mx",symbol="SOL"} 100.0' in text
+    assert 'trainingrun_train_loss{name="r1",namespace="mx",symbol="SOL"} 0.7' in text
+    assert 'trainingrun_samples_per_second{name="r1",namespace="mx",symbol="SOL"} 1234.0' in text
+    assert 'trainingrun_restarts{name="r1",namespace="mx",symbol="SOL"} 2.0' in text
     assert 'trainingrun_val_loss{name="r1",namespace="mx",symbol="SOL"} 0.5' in text
     assert 'trainingrun_best_val_loss{name="r1",namespace="mx",symbol="SOL"} 0.4' in text
     assert 'trainingrun_stalled{name="r1",namespace="mx",symbol="SOL"} 1.0' in text
@@ -132,6 +140,8 @@ def test_run_gauges_follow_the_body_and_vanish_on_delete() -> None:
     text = _scrape()
     assert 'trainingrun_failed_info{name="r1",namespace="mx",reason="NaNLoss",symbol="SOL"} 1.0' in text
     assert 'trainingrun_stalled{name="r1",namespace="mx",symbol="SOL"} 0.0' in text
+    assert 'trainingrun_restarts{name="r1",namespace="mx",symbol="SOL"} 0.0' in text  # none in this status
+    assert 'trainingrun_train_loss{name="r1"' not in text  # no progress in this status: the series goes
     prometheus.forget_run("mx", "r1")
     assert 'name="r1"' not in _scrape()
 
@@ -140,15 +150,30 @@ def test_transition_counters_and_handler_metrics() -> None:
     prometheus.count_transition("cx", "SOL", "Running", "Failed", "OOMKilled")
     prometheus.count_transition("cx", "SOL", "Failed", "Failed", "OOMKilled")  # no transition: not counted
     prometheus.count_transition("cx", "SOL", "Running", "Succeeded", "Completed")
-    with prometheus.timed("unit_test"):
+    # Every handler's series exists before its first invocation (a rate() sees the first ones).
+    text = _scrape()
+    for handler in ("ensure_job", "spec_changed", "job_event", "pod_event", "delete_children", "stall_check"):
+        assert f'trainingrun_reconcile_errors_total{{handler="{handler}"}}' in text
+        assert f'trainingrun_reconcile_duration_seconds_count{{handler="{handler}"}}' in text
+
+    def sample(name: str) -> float:
+        value = prometheus.REGISTRY.get_sample_value(name, {"handler": "delete_children"})
+        assert value is not None
+        return value
+
+    errors, calls = (
+        sample("trainingrun_reconcile_errors_total"),
+        sample("trainingrun_reconcile_duration_seconds_count"),
+    )
+    with prometheus.timed("delete_children"):
         pass
-    with pytest.raises(RuntimeError), prometheus.timed("unit_test"):
+    with pytest.raises(RuntimeError), prometheus.timed("delete_children"):
         raise RuntimeError("boom")
     text = _scrape()
     assert 'trainingrun_failures_total{namespace="cx",reason="OOMKilled",symbol="SOL"} 1.0' in text
     assert 'trainingrun_succeeded_total{namespace="cx",symbol="SOL"} 1.0' in text
-    assert 'trainingrun_reconcile_errors_total{handler="unit_test"} 1.0' in text
-    assert 'trainingrun_reconcile_duration_seconds_count{handler="unit_test"} 2.0' in text
+    assert sample("trainingrun_reconcile_errors_total") == errors + 1
+    assert sample("trainingrun_reconcile_duration_seconds_count") == calls + 2
 
 
 def test_python_m_trainop_refuses_bad_settings_with_the_variable_name() -> None:
