@@ -35,6 +35,8 @@ ALL_ON = [
     "--set",
     "metrics.prometheusRule.enabled=true",
     "--set",
+    "metrics.grafanaDashboard.enabled=true",
+    "--set",
     "image.tag=1.2.3",
     "--set",
     "trainer.image=registry.example.com/trainer:1.2.3",
@@ -475,6 +477,8 @@ def test_notes_render(helm_bin: str, tmp_path: Path) -> None:
     assert "Runs without spec.stallTimeout use this release's 15m." in notes
     assert "nvidia.com/gpu" not in notes, "the chart has no trainer GPU/resources defaults to print"
     assert "kubectl apply --server-side -f charts/crypto-price-predictor/crds/" in notes
+    assert "ConfigMap cpp-crypto-price-predictor-dashboard in namespace ml" in notes
+    assert 'labelled grafana_dashboard="1"' in notes
 
 
 SAMPLES = sorted((REPO / "manifests" / "samples").glob("*run.yaml"))
