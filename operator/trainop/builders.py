@@ -35,6 +35,7 @@ from trainer.api.spec import (
     TrainingRunSpec,
 )
 
+from . import profiles
 from .builders_folds import fold_command, shape_fold_job
 from .conditions import TRAINER_CONTAINER
 from .gang import ATTEMPT_LABEL
@@ -44,6 +45,7 @@ from .settings import Settings
 
 RUN_LABEL = f"{API_GROUP}/run"
 SYMBOL_LABEL = f"{API_GROUP}/symbol"
+PROFILE_ANNOTATION = f"{API_GROUP}/profile"  # the run's spec.profile, on its Job (trainop.profiles)
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANIFEST_ENV = "TRAININGRUN_MANIFEST"
 COMMAND = ["python", "-m", "trainer", "run", "--manifest-env", MANIFEST_ENV]
@@ -72,6 +74,7 @@ def resolve(run: Run, settings: Settings) -> TrainingRunSpec:
     """The run's spec with ``checkpoint.uri`` resolved (``<TRAINOP_CHECKPOINT_PREFIX>/<ns>/<name>``); raises
     SpecError naming fields (the run's own parse error first)."""
     spec = run.valid()
+    spec, _ = profiles.apply_defaults(spec, settings)
     problems = cluster_problems(spec)
     if problems:
         raise SpecError(f"TrainingRun {run.name}", problems)
@@ -295,12 +298,10 @@ def build_job(run: Run, spec: TrainingRunSpec, settings: Settings, attempt: int 
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": job_name(name), "labels": job_labels},
-        "spec": job_spec,
-    }
+    metadata: dict[str, Any] = {"name": job_name(name), "labels": job_labels}
+    if spec.profile:
+        metadata["annotations"] = {PROFILE_ANNOTATION: spec.profile}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
     kopf.adopt(job, owner=run.owner())
     return job
 

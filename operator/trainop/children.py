@@ -27,8 +27,9 @@ import kopf
 
 from trainer.api.manifest import SpecError
 from trainer.api.spec import TrainingRunSpec
+from trainer.api.status import ResolvedSpec
 
-from . import gang
+from . import gang, profiles
 from .builders import (
     RUN_LABEL,
     build_job,
@@ -47,7 +48,7 @@ from .kube import to_kopf_error
 from .names import account_name, job_name, service_name
 from .runs import Run, parse_run
 from .runtime import Runtime
-from .status import StatusChange, apply_decision, compose, observe
+from .status import StatusChange, apply_decision, compose, observe, resolved_change
 from .status_writer import run_fields, utcnow
 
 # Rounds of one reconcile_gang call: a restart is at most write, delete, create, observe.
@@ -190,7 +191,7 @@ def create_children(rt: Runtime, run: Run, attempt: int = 0) -> Child:
                 rt.kube.create(child)
         if is_gang(spec):
             rt.kube.create(build_service(run, rt.settings))
-        return rt.kube.create(job)[0]
+        created = rt.kube.create(job)[0]
     except kopf.TemporaryError:
         raise
     except Exception as exc:
@@ -204,6 +205,17 @@ def create_children(rt: Runtime, run: Run, attempt: int = 0) -> Child:
                 "marking JobRejected",
             )
         raise error from None
+    record_resolved(rt, run, profiles.describe(run, spec, rt.settings))
+    return created
+
+
+def record_resolved(rt: Runtime, run: Run, resolved: ResolvedSpec) -> None:
+    """``status.resolved`` of the Job just created. Not retried: the Job exists and has these values, and a
+    retried create would find it and stop before this (a lost write leaves the section out, logged)."""
+    try:
+        rt.writer.write(run.namespace, run.name, lambda r: resolved_change(r, resolved), run.symbol)
+    except Exception as exc:
+        log.warning("status.resolved not written: %s", exc, extra=run_fields(run.namespace, run.name))
 
 
 job_failed = gang.job_failed

@@ -164,6 +164,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Val-Loss", "type": "number", "jsonPath": ".status.progress.valLoss"},
     {"name": "Best", "type": "number", "jsonPath": ".status.progress.bestValLoss"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Profile", "type": "string", "jsonPath": ".spec.profile", "priority": 1},
     {"name": "MASE", "type": "number", "jsonPath": ".status.metrics.valMase", "priority": 1},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts", "priority": 1},
     {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers", "priority": 1},

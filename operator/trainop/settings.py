@@ -2,20 +2,35 @@
 
 Why a model: the Helm chart sets exactly these variables, and a typo or a bad value
 (``TRAINOP_METRICS_PORT=abc``) must stop the operator at start-up with the variable's name, not half-way
-through a reconcile. Nothing here is a secret (the S3 credentials stay in a Secret that only the trainer pods
-read), so the settings are logged at start."""
+through a reconcile. The trainer defaults and profiles (``TRAINOP_TRAINER_DEFAULTS``/``_PROFILES``, what the
+chart's ``toJson`` renders) are checked with the spec's own models and label rules, so a bad profile stops it
+too, naming the variable and the key (``cpu.nodeSelector``), instead of failing every run that names it.
+Nothing here is a secret (the S3 credentials stay in a Secret that only the trainer pods read), so the
+settings are logged at start."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trainer.api.spec import DURATION_PATTERN, S3_ENDPOINT_PATTERN, S3_URI_RE
+from trainer.api.spec import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    S3_ENDPOINT_PATTERN,
+    S3_URI_RE,
+    Resources,
+    Toleration,
+    image_problem,
+    node_selector_problems,
+)
 
 DEFAULT_IMAGE = "ghcr.io/crypto-price-predictor/trainer:0.1.0"
+DEFAULT_STALL_TIMEOUT = "15m"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -25,6 +40,73 @@ def parse_duration(text: str) -> float:
     if not re.match(DURATION_PATTERN, text):
         raise ValueError(f"'{text}' is not a duration such as 90s, 15m, 1h30m")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+class TrainerDefaults(BaseModel):
+    """One layer of cluster-wide pod fields: ``TRAINOP_TRAINER_DEFAULTS`` or one profile of
+    ``TRAINOP_TRAINER_PROFILES`` (camelCase keys, as in a TrainingRun spec, checked by the spec's own models and
+    rules). A key that is present sets its field for the runs that leave it out, an empty value too
+    (``nodeSelector: {}`` clears the defaults' selector for a profile's runs); ``null`` is the same as absent.
+    Only pod fields: what a run trains (``training.device`` included) stays the run's own."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    image: str | None = Field(default=None, max_length=1024)
+    resources: Resources | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    stall_timeout: str | None = Field(default=None, pattern=DURATION_PATTERN)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        problem = None if v is None else image_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("node_selector")
+    @classmethod
+    def _labels(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        problems = node_selector_problems(v or {})
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    def given(self) -> dict[str, Any]:
+        """The fields this layer sets (snake_case name -> value)."""
+        return {
+            name: getattr(self, name) for name in self.model_fields_set if getattr(self, name) is not None
+        }
+
+
+def _profile_name(name: str) -> str:
+    if len(name) > 63 or not re.match(DNS_LABEL_PATTERN, name):
+        raise ValueError(
+            f"'{name}' is not a profile name (spec.profile): at most 63 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, e.g. a100"
+        )
+    return name
+
+
+ProfileName = Annotated[str, AfterValidator(_profile_name)]
+
+
+def _json_object(v: Any) -> Any:
+    """A JSON environment variable as an object ("" or unset: {}); a clear error instead of a decode trace."""
+    if not isinstance(v, str):
+        return v
+    if not v.strip():
+        return {}
+    try:
+        value = json.loads(v)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 class Settings(BaseSettings):
@@ -38,7 +120,20 @@ class Settings(BaseSettings):
     default_image: str = Field(default=DEFAULT_IMAGE, min_length=1)
     metrics_port: int = Field(default=8080, ge=1, le=65535)
     metrics_host: str = Field(default="0.0.0.0", description="Bind address of /metrics and /healthz.")
-    stall_timeout: str = Field(default="15m", description="Used when a run has no spec.stallTimeout.")
+    stall_timeout: str = Field(
+        default=DEFAULT_STALL_TIMEOUT,
+        description="Used when a run, its profile and TRAINOP_TRAINER_DEFAULTS have no stallTimeout.",
+    )
+    trainer_defaults: Annotated[TrainerDefaults, NoDecode] = Field(
+        default_factory=TrainerDefaults,
+        description="JSON object: pod fields of every run whose spec (and profile) leaves them out "
+        "(trainop.profiles). Its image/stallTimeout and TRAINOP_DEFAULT_IMAGE/TRAINOP_STALL_TIMEOUT are one "
+        "setting: give either.",
+    )
+    trainer_profiles: Annotated[dict[ProfileName, TrainerDefaults], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object: profile name -> pod fields, selected by spec.profile, over the defaults.",
+    )
     status_throttle_seconds: float = Field(default=10.0, ge=0.0, description="Trainer status patch interval.")
     s3_endpoint: str | None = Field(default=None, description="AWS_ENDPOINT_URL for runs without s3Endpoint.")
     s3_secret_name: str | None = Field(default=None, description="Secret with S3 keys for runs without one.")
@@ -74,6 +169,32 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [n.strip() for n in v.split(",") if n.strip()]
         return v
+
+    @field_validator("trainer_defaults", "trainer_profiles", mode="before")
+    @classmethod
+    def _decode(cls, v: Any) -> Any:
+        return _json_object(v)
+
+    @model_validator(mode="after")
+    def _one_default_image_and_stall_timeout(self) -> Settings:
+        """Fold TRAINOP_DEFAULT_IMAGE/TRAINOP_STALL_TIMEOUT into the defaults layer (and back): after this,
+        ``default_image == trainer_defaults.image or DEFAULT_IMAGE`` and likewise for the stall timeout."""
+        layer = self.trainer_defaults
+        for field, var, key, builtin in (
+            ("default_image", "TRAINOP_DEFAULT_IMAGE", "image", DEFAULT_IMAGE),
+            ("stall_timeout", "TRAINOP_STALL_TIMEOUT", "stall_timeout", DEFAULT_STALL_TIMEOUT),
+        ):
+            flat, nested = getattr(self, field), getattr(layer, key)
+            if field in self.model_fields_set and nested is not None and nested != flat:
+                raise ValueError(
+                    f"{var} ({flat!r}) and TRAINOP_TRAINER_DEFAULTS {to_camel(key)} ({nested!r}) differ; "
+                    "set one of them"
+                )
+            if nested is None and field in self.model_fields_set:
+                layer = layer.model_copy(update={key: flat})
+            setattr(self, field, getattr(layer, key) or builtin)
+        self.trainer_defaults = layer
+        return self
 
     @field_validator("stall_timeout")
     @classmethod

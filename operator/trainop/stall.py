@@ -1,5 +1,6 @@
 """The stall sweep: every ``TRAINOP_TIMER_INTERVAL_SECONDS``, each Running run without progress for its
-``spec.stallTimeout`` gets the Stalled condition; it is cleared when progress resumes.
+resolved ``stallTimeout`` (its spec's, else its profile's, else the cluster default's) gets the Stalled
+condition; it is cleared when progress resumes.
 
 Why one background task and not a kopf timer per run: kopf puts a finalizer on every object that has a timer
 (it stops timers before the object goes), and a finalizer blocks ``kubectl delete tr`` whenever the operator is
@@ -18,10 +19,11 @@ import kopf
 
 from . import prometheus
 from .conditions import stall_update
+from .profiles import apply_defaults
 from .runs import Run
 from .runtime import Runtime
-from .settings import parse_duration
-from .status import StatusChange, compose, stall_timeout
+from .settings import Settings, parse_duration
+from .status import StatusChange, compose
 from .status_writer import run_fields, utcnow
 
 log = logging.getLogger(__name__)
@@ -32,15 +34,18 @@ def stall_change(run: dict[str, Any], timeout: float, now: datetime) -> StatusCh
     return compose(run, [update], now) if update else StatusChange()
 
 
-def due(runs: list[Run], default_timeout: str, now: datetime) -> list[tuple[Run, float]]:
-    """The runs whose Stalled condition should change now, with their timeouts (pure)."""
+def due(runs: list[Run], settings: Settings, now: datetime) -> list[tuple[Run, float]]:
+    """The runs whose Stalled condition should change now, with their timeouts: the resolved
+    ``stallTimeout`` (spec > profile > defaults > built-in, ``trainop.profiles``), from the spec as it is now,
+    so that a changed ``spec.stallTimeout`` applies to a running run (pure)."""
     out = []
     for run in runs:
         if run.spec is None:
             continue  # invalid: Failed/InvalidSpec, never Running
         try:
-            timeout = parse_duration(stall_timeout(run.spec, default_timeout))
-        except ValueError:
+            resolved, _ = apply_defaults(run.spec, settings)
+            timeout = parse_duration(resolved.stall_timeout or "")
+        except ValueError:  # SpecError too (an unknown profile: Failed/InvalidSpec, never Running)
             continue  # the model's pattern refuses such a spec; never a reason to stop the sweep
         if stall_update(run.status, timeout, now) is not None:
             out.append((run, timeout))
@@ -64,7 +69,7 @@ async def _write(rt: Runtime, run: Run, timeout: float) -> None:
 async def sweep(rt: Runtime, runs: kopf.Index[tuple[str, str], Run]) -> None:
     """One pass over every run (the index is read here, on the event loop)."""
     snapshot = [run for key in list(runs) for run in runs.get(key, [])]
-    work = due(snapshot, rt.settings.stall_timeout, utcnow())
+    work = due(snapshot, rt.settings, utcnow())
     await asyncio.gather(*(_write(rt, run, timeout) for run, timeout in work))
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from trainer.api.spec import TrainingRunSpec
-from trainer.api.status import TrainingRunStatus
+from trainer.api.status import ResolvedSpec, TrainingRunStatus
 
 from .conditions import (
     FAILED,
@@ -187,6 +186,25 @@ def apply_decision(run: Mapping[str, Any], decision: Decision, now: datetime) ->
     return compose(run, updates, now, completionTime=decision.completion_time, **counters)
 
 
-def stall_timeout(spec: TrainingRunSpec, default: str) -> str:
-    """``spec.stallTimeout``, else the operator's ``TRAINOP_STALL_TIMEOUT``."""
-    return spec.stall_timeout or default
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _replacing(old: Any, new: Any) -> Any:
+    """A merge patch that turns ``old`` into ``new`` (a merge patch merges maps: keys only in ``old`` get null)."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    patch = {k: None for k in old if k not in new}
+    patch.update({k: _replacing(old.get(k), v) for k, v in new.items()})
+    return patch
+
+
+def resolved_change(run: Mapping[str, Any], resolved: ResolvedSpec) -> StatusChange:
+    """``status.resolved`` replaced by ``resolved`` (``trainop.profiles.describe``); no write when equal."""
+    current = (run.get("status") or {}).get("resolved")
+    wanted = _without_nulls(resolved.dump())
+    if _without_nulls(current) == wanted:
+        return StatusChange()
+    return StatusChange({"resolved": _replacing(current, wanted)})

@@ -8,7 +8,8 @@
   the rest;
 * values.schema.json rejects typos and wrong types (helm's error is asserted);
 * crds/ equals manifests/crd.yaml; manifests/rbac.yaml and manifests/operator.yaml equal a fresh render;
-* the operator's env contract, security settings and RBAC verbs.
+* the operator's env contract, security settings and RBAC verbs (trainer defaults and profiles:
+  ``test_chart_profiles``).
 
 A missing helm fails the tests with the hint to run .ci/install-tools.sh (never a silent skip)."""
 
@@ -39,7 +40,7 @@ ALL_ON = [
     "--set",
     "image.tag=1.2.3",
     "--set",
-    "trainer.image=registry.example.com/trainer:1.2.3",
+    "trainer.defaults.image=registry.example.com/trainer:1.2.3",
     "--set",
     "s3.endpoint=http://minio.minio:9000",
     "--set",
@@ -231,11 +232,29 @@ def test_monitoring_objects_are_off_by_default(helm_bin: str) -> None:
         (["--set", "trainer.gpu=2"], "Additional property gpu is not allowed"),
         (["--set", "metrics.port=http"], "metrics.port: Invalid type. Expected: integer, given: string"),
         (["--set", "watchNamespaces=ml"], "watchNamespaces: Invalid type. Expected: array, given: string"),
-        # Removed: the operator never read them (GPUs, tolerations, nodeSelector, resources come from each spec).
+        # The trainer's pod fields live under trainer.defaults and trainer.profiles.<name> (trainop.profiles).
         (["--set", "trainer.gpus=1"], "Additional property gpus is not allowed"),
         (["--set", "trainer.nodeSelector.pool=gpu"], "Additional property nodeSelector is not allowed"),
         (["--set", "trainer.resources.limits.memory=8Gi"], "Additional property resources is not allowed"),
         (["--set", "trainer.tolerations[0].key=x"], "Additional property tolerations is not allowed"),
+        (
+            ["--set", "trainer.image=x"],
+            "Additional property image is not allowed",
+        ),  # now trainer.defaults.image
+        (
+            ["--set", "trainer.defaults.nodeSelectr.pool=gpu"],
+            "Additional property nodeSelectr is not allowed",
+        ),
+        (["--set", "trainer.profiles.a100.gpus=1"], "trainer.profiles.a100: Additional property gpus is not"),
+        (
+            ["--set", "trainer.profiles.A100.image=x"],
+            'trainer.profiles: Property name of "A100" does not match',
+        ),
+        (["--set", "trainer.defaults.stallTimeout=soon"], "trainer.defaults.stallTimeout: Does not match"),
+        (
+            ["--set", "trainer.defaults.resources.limits.cpu=lots"],
+            "resources.limits.cpu: Does not match pattern",
+        ),
         (["--set", "s3.checkpointPrefix=models/runs"], "s3.checkpointPrefix: Does not match pattern"),
     ],
 )
@@ -313,9 +332,9 @@ def test_operator_deployment(helm_bin: str) -> None:
     assert c["command"] == ["python", "-m", "trainop"]
     assert _env(dep) == {
         "TRAINOP_NAMESPACES": "",
-        "TRAINOP_DEFAULT_IMAGE": "registry.example.com/trainer:1.2.3",
+        "TRAINOP_TRAINER_DEFAULTS": '{"image":"registry.example.com/trainer:1.2.3","stallTimeout":"15m"}',
+        "TRAINOP_TRAINER_PROFILES": "{}",
         "TRAINOP_METRICS_PORT": "8080",
-        "TRAINOP_STALL_TIMEOUT": "15m",
         "TRAINOP_STATUS_THROTTLE_SECONDS": "10",
         "TRAINOP_S3_ENDPOINT": "http://minio.minio:9000",
         "TRAINOP_S3_SECRET_NAME": "s3-creds",
@@ -474,7 +493,8 @@ def test_notes_render(helm_bin: str, tmp_path: Path) -> None:
     notes = yaml.safe_load(res.stdout)["notes"]
     assert "helm test cpp -n ml" in notes
     assert "create secret generic s3-creds" in notes
-    assert "Runs without spec.stallTimeout use this release's 15m." in notes
+    assert "Runs without spec.stallTimeout (or a profile's) use this release's 15m." in notes
+    assert "Profiles (spec.profile): none." in notes
     assert "nvidia.com/gpu" not in notes, "the chart has no trainer GPU/resources defaults to print"
     assert "kubectl apply --server-side -f charts/crypto-price-predictor/crds/" in notes
     assert "ConfigMap cpp-crypto-price-predictor-dashboard in namespace ml" in notes

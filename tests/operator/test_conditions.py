@@ -15,8 +15,9 @@ from trainop.conditions import (
     stall_update,
 )
 from trainop.runs import Run
+from trainop.settings import Settings
 from trainop.stall import due
-from trainop.status import compose, observe, stall_timeout
+from trainop.status import compose, observe
 
 from trainer.api.spec import TrainingRunSpec
 
@@ -405,14 +406,6 @@ def test_stall_events() -> None:
     assert [(e.type, e.reason) for e in resumed.events] == [("Normal", "ProgressResumed")]
 
 
-def test_stall_timeout_falls_back_to_the_operator_default() -> None:
-    """A run without spec.stallTimeout uses the operator's TRAINOP_STALL_TIMEOUT (the CRD sets no default)."""
-    assert stall_timeout(TrainingRunSpec.model_validate({"symbol": "SOL"}), "40m") == "40m"
-    assert (
-        stall_timeout(TrainingRunSpec.model_validate({"symbol": "SOL", "stallTimeout": "5m"}), "40m") == "5m"
-    )
-
-
 def test_stall_sweep_picks_only_runs_whose_condition_changes() -> None:
     spec = TrainingRunSpec.model_validate({"symbol": "SOL", "stallTimeout": "10m"})
     quiet = Run("ml", "quiet", "u1", spec, status=running_status(T0 + timedelta(minutes=15)))
@@ -421,5 +414,22 @@ def test_stall_sweep_picks_only_runs_whose_condition_changes() -> None:
         "ml", "default", "u3", TrainingRunSpec.model_validate({"symbol": "SOL"}), status=stalled.status
     )
     invalid = Run("ml", "bad", "u4", None, status=stalled.status)
-    picked = due([quiet, stalled, default, invalid], "40m", T0 + timedelta(minutes=20))
+    settings = Settings(stall_timeout="40m")
+    picked = due([quiet, stalled, default, invalid], settings, T0 + timedelta(minutes=20))
     assert [(r.name, t) for r, t in picked] == [("late", 600.0)]
+
+
+def test_stall_sweep_uses_the_resolved_timeout() -> None:
+    """The profile's stallTimeout, else the defaults' (TRAINOP_STALL_TIMEOUT is one of them); an unknown
+    profile is skipped (that run is Failed/InvalidSpec), never a reason to stop the sweep."""
+    settings = Settings(
+        trainer_defaults={"stallTimeout": "40m"}, trainer_profiles={"slow": {"stallTimeout": "2h"}}
+    )
+    status = running_status(T0)
+
+    def run(name: str, **spec: str) -> Run:
+        return Run("ml", name, name, TrainingRunSpec.model_validate({"symbol": "SOL", **spec}), status=status)
+
+    runs = [run("default"), run("slow", profile="slow"), run("own", profile="slow", stallTimeout="10m")]
+    picked = due([*runs, run("unknown", profile="nope")], settings, T0 + timedelta(minutes=45))
+    assert [(r.name, t) for r, t in picked] == [("default", 2400.0), ("own", 600.0)]

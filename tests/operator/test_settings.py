@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 from pydantic import ValidationError
 from trainop import logs, prometheus
+from trainop.__main__ import describe_errors
 from trainop.settings import Settings, parse_duration
 
 
@@ -20,11 +21,14 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "STALL_TIMEOUT",
         "CHECKPOINT_PREFIX",
         "PEERING",
+        "TRAINER_DEFAULTS",
+        "TRAINER_PROFILES",
     ):
         monkeypatch.delenv(f"TRAINOP_{key}", raising=False)
     s = Settings()
     assert s.namespaces == [] and s.metrics_port == 8080 and parse_duration(s.stall_timeout) == 900
     assert s.default_image == "ghcr.io/crypto-price-predictor/trainer:0.1.0"
+    assert s.trainer_defaults.given() == {} and s.trainer_profiles == {}  # the built-in values only
     assert s.status_throttle_seconds == 10 and s.timer_interval_seconds == 30
     assert s.checkpoint_prefix is None and s.peering is None
 
@@ -59,6 +63,87 @@ def test_bad_env_fails_with_the_name(monkeypatch: pytest.MonkeyPatch, key: str, 
     monkeypatch.setenv(f"TRAINOP_{key}", value)
     with pytest.raises(ValidationError, match=key.lower()):
         Settings()
+
+
+def test_trainer_defaults_and_profiles_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the chart renders (toJson of trainer.defaults / trainer.profiles), camelCase as in a spec."""
+    monkeypatch.setenv(
+        "TRAINOP_TRAINER_DEFAULTS",
+        '{"image": "registry.example/trainer:2.0", "nodeSelector": {"pool": "gpu"}}',
+    )
+    monkeypatch.setenv(
+        "TRAINOP_TRAINER_PROFILES",
+        '{"cpu": {"resources": {"limits": {"cpu": "4"}}, "tolerations": [], "priorityClassName": null}}',
+    )
+    s = Settings()
+    assert s.trainer_defaults.given() == {
+        "image": "registry.example/trainer:2.0",
+        "node_selector": {"pool": "gpu"},
+    }
+    assert s.default_image == "registry.example/trainer:2.0"  # one setting: the flat field follows the JSON
+    cpu = s.trainer_profiles["cpu"].given()
+    assert set(cpu) == {"resources", "tolerations"} and cpu["tolerations"] == []  # null is absent, [] is not
+    assert cpu["resources"].limits == {"cpu": "4"}
+    monkeypatch.setenv("TRAINOP_TRAINER_PROFILES", "")
+    assert Settings().trainer_profiles == {}
+
+
+def test_flat_default_image_and_stall_timeout_are_the_defaults_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINOP_DEFAULT_IMAGE", "registry.example/legacy:1")
+    monkeypatch.setenv("TRAINOP_STALL_TIMEOUT", "45m")
+    s = Settings()
+    assert s.trainer_defaults.given() == {"image": "registry.example/legacy:1", "stall_timeout": "45m"}
+    monkeypatch.setenv("TRAINOP_TRAINER_DEFAULTS", '{"image": "registry.example/legacy:1"}')
+    assert Settings().default_image == "registry.example/legacy:1"  # the same value twice is one setting
+    monkeypatch.setenv("TRAINOP_TRAINER_DEFAULTS", '{"stallTimeout": "1h"}')
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    assert describe_errors(err.value) == [
+        "Value error, TRAINOP_STALL_TIMEOUT ('45m') and TRAINOP_TRAINER_DEFAULTS stallTimeout ('1h') differ; "
+        "set one of them"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("PROFILES", '{"cpu": {"gpus": 1}}', "cpu.gpus: Extra inputs are not permitted"),
+        (
+            "PROFILES",
+            '{"cpu": {"training": {"device": "cpu"}}}',
+            "cpu.training: Extra inputs are not permitted",
+        ),
+        ("PROFILES", '{"A100": {}}', "A100: Value error, 'A100' is not a profile name (spec.profile)"),
+        (
+            "PROFILES",
+            '{"a": {"nodeSelector": {"Bad Key": "x"}}}',
+            "a.nodeSelector: Value error, 'Bad Key' is not",
+        ),
+        (
+            "PROFILES",
+            '{"a": {"resources": {"limits": {"cpu": "lots"}}}}',
+            "a.resources.limits: Value error, cpu:",
+        ),
+        (
+            "PROFILES",
+            '{"a": {"tolerations": [{"operator": "Maybe"}]}}',
+            "a.tolerations[0].operator: Input should",
+        ),
+        ("PROFILES", '{"a": []}', "a: Input should be a valid dictionary or instance of TrainerDefaults"),
+        ("DEFAULTS", '{"image": "Bad Image"}', "image: Value error, 'Bad Image' is not an image reference"),
+        ("DEFAULTS", '{"stallTimeout": "soon"}', "stallTimeout: String should match pattern"),
+        ("DEFAULTS", "[1]", "Value error, must be a JSON object, not list"),
+        ("DEFAULTS", "{bad", "Value error, not JSON (Expecting property name"),
+    ],
+)
+def test_bad_trainer_defaults_name_the_variable_and_the_key(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, line: str
+) -> None:
+    monkeypatch.setenv(f"TRAINOP_TRAINER_{variable}", value)
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    (got,) = describe_errors(err.value)
+    assert got.startswith(f"TRAINOP_TRAINER_{variable}: {line}"), got
 
 
 def test_parse_duration() -> None:
@@ -176,17 +261,30 @@ def test_transition_counters_and_handler_metrics() -> None:
     assert sample("trainingrun_reconcile_duration_seconds_count") == calls + 2
 
 
-def test_python_m_trainop_refuses_bad_settings_with_the_variable_name() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "start"),
+    [
+        ("TRAINOP_METRICS_PORT", "abc", "trainop: TRAINOP_METRICS_PORT: "),
+        (
+            "TRAINOP_TRAINER_PROFILES",
+            '{"cpu": {"nodeSelector": {"a b": "c"}}}',
+            "trainop: TRAINOP_TRAINER_PROFILES: ",
+        ),
+    ],
+)
+def test_python_m_trainop_refuses_bad_settings_with_the_variable_name(
+    variable: str, value: str, start: str
+) -> None:
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "TRAINOP_METRICS_PORT": "abc"}
+    env = {**os.environ, variable: value}
     out = subprocess.run(
         [sys.executable, "-m", "trainop"], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2
-    assert out.stderr.startswith("trainop: TRAINOP_METRICS_PORT: ")
+    assert out.stderr.startswith(start)
     assert "Traceback" not in out.stderr
 
 

@@ -64,3 +64,18 @@ def label_value_problem(value: str) -> str | None:
             "with a letter or digit"
         )
     return None
+
+
+def image_problem(image: str) -> str | None:
+    """Why ``image`` is not a container image reference (``IMAGE_PATTERN``), or None."""
+    if re.match(IMAGE_PATTERN, image):
+        return None
+    return (
+        f"'{image}' is not an image reference such as registry.example/trainer:1.2.3 "
+        "(no spaces; repository path in lower case; optional :tag and @sha256:digest)"
+    )
+
+
+def node_selector_problems(selector: dict[str, str]) -> list[str]:
+    """Why ``selector``'s keys and values are not Kubernetes label keys and values (empty: they are)."""
+    return [p for k, v in selector.items() for p in (label_key_problem(k), label_value_problem(v)) if p]

@@ -53,10 +53,16 @@ from trainer.api.patterns import (
     SYMBOL_PATTERN as SYMBOL_PATTERN,
 )
 from trainer.api.patterns import (
+    image_problem as image_problem,
+)
+from trainer.api.patterns import (
     label_key_problem as label_key_problem,
 )
 from trainer.api.patterns import (
     label_value_problem as label_value_problem,
+)
+from trainer.api.patterns import (
+    node_selector_problems as node_selector_problems,
 )
 
 API_GROUP = "cryptopredictor.dev"
@@ -304,22 +310,48 @@ class TrainingRunSpec(_Model):
     image: str | None = Field(
         default=None,
         max_length=1024,
-        description="Trainer image, e.g. registry.example/trainer:1.2.3; empty: the operator's default.",
+        description="Trainer image, e.g. registry.example/trainer:1.2.3; empty: the profile's, else the "
+        "operator's default.",
         json_schema_extra={"pattern": IMAGE_PATTERN},
     )
-    resources: Resources = Field(default_factory=Resources)
+    profile: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description=(
+            "A named set of cluster defaults (the chart's trainer.profiles.<name>, e.g. a100 or cpu) for the "
+            "pod fields this spec leaves out: image, resources, nodeSelector, tolerations, priorityClassName, "
+            "serviceAccountName, stallTimeout. Precedence: this spec > the profile > the cluster's "
+            "trainer.defaults > built-in. The effective values and their sources: status.resolved."
+        ),
+    )
+    resources: Resources = Field(
+        default_factory=Resources,
+        description=(
+            "corev1.ResourceRequirements, e.g. limits: {nvidia.com/gpu: 1, memory: 8Gi}. Left out (or {}): the "
+            "profile's, else the cluster default's, else limits nvidia.com/gpu: 1; given, it replaces theirs "
+            "as a whole."
+        ),
+    )
     node_selector: dict[str, str] = Field(
         default_factory=dict,
-        description="Node labels the pod must match (label keys and values).",
+        description="Node labels the pod must match (label keys and values). Empty: the profile's, else the "
+        "cluster default's; given, it replaces theirs (no merge).",
         json_schema_extra={
             "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}
         },
     )
-    tolerations: list[Toleration] = Field(default_factory=list)
-    priority_class_name: str | None = None
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Empty: the profile's, else the cluster default's; given, they replace theirs (no merge).",
+    )
+    priority_class_name: str | None = Field(
+        default=None, description="Empty: the profile's, else the cluster default's, else none."
+    )
     service_account_name: str | None = Field(
         default=None,
-        description="Pod ServiceAccount; empty: a per-run account that may only patch this status.",
+        description="Pod ServiceAccount; empty: the profile's, else the cluster default's, else a per-run "
+        "account that may only patch this status.",
     )
     s3_credentials_secret: SecretRef | None = None
     backoff_limit: int = Field(default=3, ge=0, le=100)
@@ -329,7 +361,8 @@ class TrainingRunSpec(_Model):
     stall_timeout: str | None = Field(
         default=None,
         pattern=DURATION_PATTERN,
-        description="No progress for this long marks the run Stalled, e.g. 15m, 1h30m; empty: the operator's default.",
+        description="No progress for this long marks the run Stalled, e.g. 15m, 1h30m; empty: the profile's, else "
+        "the operator's default.",
     )
     queue_name: str | None = Field(
         default=None,
@@ -366,11 +399,9 @@ class TrainingRunSpec(_Model):
     @field_validator("image")
     @classmethod
     def _image_shape(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(IMAGE_PATTERN, v):
-            raise ValueError(
-                f"'{v}' is not an image reference such as registry.example/trainer:1.2.3 "
-                "(no spaces; repository path in lower case; optional :tag and @sha256:digest)"
-            )
+        problem = None if v is None else image_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("queue_name")
@@ -386,7 +417,7 @@ class TrainingRunSpec(_Model):
     @field_validator("node_selector")
     @classmethod
     def _node_selector_labels(cls, v: dict[str, str]) -> dict[str, str]:
-        problems = [p for k, val in v.items() for p in (label_key_problem(k), label_value_problem(val)) if p]
+        problems = node_selector_problems(v)
         if problems:
             raise ValueError("; ".join(problems))
         return v

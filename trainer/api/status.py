@@ -5,8 +5,8 @@ phase, gauges) and the CRD's status schema (generated from these models by ``tra
 key; with one model a key cannot be spelt one way by its writer and another by its reader.
 
 Who writes what: the operator owns ``phase``/``reason``/``message``/``conditions``/``jobName``/``startTime``/
-``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``, and for a walk-forward run
-``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the trainer owns
+``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``/``resolved``, and for a
+walk-forward run ``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the trainer owns
 ``progress``, ``checkpoint`` and a single training's ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
 where ``None`` deletes a field (the ETA once a run is finished).
 
@@ -217,6 +217,42 @@ class FoldStatus(_Status):
     ] = None
 
 
+ResolvedSource = Literal["spec", "profile", "defaults", "built-in"]
+
+
+class ResolvedResources(_Status):
+    """The pod's resources as its Job has them (quantities as text)."""
+
+    requests: dict[str, str] | None = None
+    limits: dict[str, str] | None = None
+
+
+class ResolvedToleration(_Status):
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = None
+
+
+# What ``spec.profile`` and the cluster defaults gave the run's pods (``trainop.profiles``), as its Job has them.
+class ResolvedSpec(_Status):
+    """The effective pod fields and checkpoint store and where each came from, written with the Job."""
+
+    profile: str | None = None
+    image: str | None = None
+    resources: ResolvedResources | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[ResolvedToleration] | None = None
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    stall_timeout: str | None = None
+    checkpoint_uri: str | None = None
+    checkpoint_store: Literal["s3", "pvc"] | None = None
+    # camelCase field -> spec | profile | defaults | built-in
+    sources: dict[str, ResolvedSource] | None = None
+
+
 class TrainingRunStatus(_Status):
     """Progress, checkpoint and metrics from the trainer; phase, conditions and the Job from the operator."""
 
@@ -246,6 +282,7 @@ class TrainingRunStatus(_Status):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["index"]},
     )
     folds_display: str | None = None
+    resolved: ResolvedSpec | None = None
     # kopf keeps its own handler bookkeeping under status.kopf when no annotations storage is used.
     kopf: Annotated[
         dict[str, Any] | None,
