@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# Two workers (CI has 2 cores): most e2e time is spent waiting on servers and pods; one module stays on one
+# worker (its module fixtures are built once).
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: run test test-fast lint typecheck tools bench install clean
 
@@ -34,7 +37,7 @@ typecheck: install
 
 ## Lint, type-check and run every test except GPU-only ones (slow ones included).
 test: install tools lint typecheck
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -m "not gpu" $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## The fast default selection only (no slow, no GPU).
 test-fast: install
