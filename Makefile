@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: run test test-fast lint typecheck tools bench install clean
+.PHONY: run demo test test-fast lint typecheck tools bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,11 @@ install: $(VENV)/.installed
 ## Train manifests/samples/sol-run.yaml on the bundled data (progress bar, then a result summary).
 run: install
 	$(BIN)/python -m trainer run manifests/samples/sol-run.yaml
+
+## A local cluster in one command (the test emulator + kubelet, SeaweedFS, the operator) training the sample;
+## prints the export KUBECONFIG=... line; Ctrl-C stops it. DEMO_ARGS: --keep, --quick, --sample FILE (needs kubectl).
+demo: install
+	$(BIN)/python -m tests.support.demo $(DEMO_ARGS)
 
 tools:
 	bash .ci/install-tools.sh
