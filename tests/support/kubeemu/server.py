@@ -78,7 +78,7 @@ def emulator_subprocess(
     log_path: pathlib.Path | None = None, pod_logs: pathlib.Path | None = None
 ) -> Iterator[str]:
     """Start ``python -m tests.support.kubeemu.server`` on a free port; yield its base URL."""
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    log = open(log_path, "wb") if log_path else None  # noqa: SIM115
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     )
@@ -87,7 +87,7 @@ def emulator_subprocess(
         [sys.executable, "-m", "tests.support.kubeemu.server", "--port", "0", *extra],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
-        stderr=log,
+        stderr=log if log is not None else subprocess.DEVNULL,
         env=env,
     )
     try:
@@ -98,14 +98,14 @@ def emulator_subprocess(
         yield f"http://127.0.0.1:{int(line.split()[1])}"
     finally:
         stop_process(proc, timeout=10)
-        if log is not subprocess.DEVNULL:
+        if log is not None:
             log.close()
 
 
 @contextlib.contextmanager
 def emulator_thread() -> Iterator[tuple[str, ApiEmulator]]:
     """Serve in a daemon thread of this process; yields (base URL, emulator) for direct inspection."""
-    ready, holder = threading.Event(), []
+    ready, holder = threading.Event(), list[ApiEmulator]()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
