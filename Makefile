@@ -8,8 +8,9 @@ PYTEST_ARGS ?=
 # Two workers (CI has 2 cores): most e2e time is spent waiting on servers and pods; one module stays on one
 # worker (its module fixtures are built once).
 PYTEST_WORKERS ?= -n 2 --dist loadfile
+DEMO_ARGS ?=
 
-.PHONY: run test test-fast lint typecheck tools bench install clean
+.PHONY: run demo test test-fast lint typecheck tools bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,11 @@ install: $(VENV)/.installed
 ## Train manifests/samples/sol-run.yaml on the bundled data (progress bar, then a result summary).
 run: install
 	$(BIN)/python -m trainer run manifests/samples/sol-run.yaml
+
+## A local cluster in one command (the test emulator + kubelet, SeaweedFS, the operator) training the sample;
+## prints the export KUBECONFIG=... line; Ctrl-C stops it. DEMO_ARGS: --keep, --quick, --sample FILE (needs kubectl).
+demo: install
+	$(BIN)/python -m tests.support.demo $(DEMO_ARGS)
 
 tools:
 	bash .ci/install-tools.sh

@@ -1,5 +1,6 @@
 """``python -m tests.support.kubeemu.server --kubeconfig PATH`` (the README's way to try the operator without a cluster)
-writes a kubeconfig for the port it listens on before it prints READY, and a client can use that file."""
+writes a kubeconfig for the port it listens on before it prints READY (its directory too), and kubectl can use that
+file at once: ``kubectl create namespace`` (protobuf) included."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_kubeconfig_flag_writes_the_file_before_ready(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig = tmp_path / "not-yet" / "kubeconfig"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [
@@ -47,5 +48,13 @@ def test_kubeconfig_flag_writes_the_file_before_ready(tmp_path: Path) -> None:
         assert server == f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{server}/api", timeout=10) as resp:
             assert "versions" in json.loads(resp.read())
+        kubectl = ["kubectl", "--kubeconfig", str(kubeconfig)]
+        env = {**os.environ, "KUBECACHEDIR": str(tmp_path / "cache")}
+        made = subprocess.run(
+            [*kubectl, "create", "namespace", "by-hand"], env=env, capture_output=True, text=True
+        )
+        assert made.returncode == 0 and "namespace/by-hand created" in made.stdout, made.stderr
+        shown = subprocess.run([*kubectl, "get", "ns", "by-hand", "-o", "json"], env=env, capture_output=True)
+        assert json.loads(shown.stdout)["status"]["phase"] == "Active", shown.stderr
     finally:
         stop_process(proc, timeout=10)

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp.web
@@ -21,7 +23,7 @@ import kmock
 import yaml
 from kmock._internal import enums, parsing, references, rendering
 
-from . import openapi, tables
+from . import k8sproto, openapi, podlogs, tables
 from .builtins import BUILTINS, VERBS, ResourceDef
 from .selectors import SelectorError, field_selector, label_selector
 from .store import ApiError, Store
@@ -59,6 +61,8 @@ class ApiEmulator(kmock.KubernetesScaffold):
     """A Kubernetes API server good enough for kopf, the ``kubernetes`` client and kubectl."""
 
     store: Store = attrs.field(factory=Store, init=False)
+    #: Where the kubelet harness writes ``<pod>.log`` (served as ``pods/NAME/log``); None: no logs to serve.
+    pod_logs: pathlib.Path | None = None
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not calling the scaffold's: its catch-all fallbacks are replaced by self._route().
@@ -145,12 +149,14 @@ class ApiEmulator(kmock.KubernetesScaffold):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         query, store = request.params, self.store
         dry_run = bool(query.get("dryRun"))
-        if "protobuf" in raw.content_type:
-            raise ApiError(415, "UnsupportedMediaType", "the emulator speaks JSON only")
+        if "protobuf" in raw.content_type and request.body:  # kubectl's generators (create namespace ...)
+            request = attrs.evolve(request, data=k8sproto.decode(request.body))
         if raw.method == "GET" and query.get("watch") in ("true", "1"):
             return await self._watch(raw, res, k8s, query)
         if raw.method == "GET" and k8s.name is None:
             return self._list(raw, res, k8s.namespace, query)
+        if raw.method == "GET" and res.key == ("", "v1", "pods") and k8s.subresource == "log":
+            return await self._log(raw, res, k8s, query)
         if raw.method == "GET":
             if k8s.subresource not in (None, "status"):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -187,6 +193,26 @@ class ApiEmulator(kmock.KubernetesScaffold):
                 store.delete(res, meta.get("namespace"), meta["name"], {}, dry_run)
             return _json(self._list_body(res, items))
         raise ApiError(405, "MethodNotAllowed", f"{raw.method} is not supported on {raw.path}")
+
+    async def _log(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        res: ResourceDef,
+        k8s: parsing.ParsedPath,
+        query: Mapping[str, str],
+    ) -> aiohttp.web.StreamResponse:
+        assert k8s.name is not None
+        path = podlogs.log_file(self.pod_logs, self.store.get(res, k8s.namespace, k8s.name), query)
+
+        def phase() -> str | None:
+            try:
+                return str(
+                    (self.store.get(res, k8s.namespace, k8s.name or "").get("status") or {}).get("phase")
+                )
+            except ApiError:
+                return None
+
+        return await podlogs.serve(raw, path, query, phase)
 
     @staticmethod
     def _predicate(query: dict[str, str]) -> Any:

@@ -34,6 +34,8 @@ class KubeApi:
     env: dict[str, str]
     real: bool
     url: str | None = None  # the emulator's base URL (None on a real cluster)
+    #: The emulator's ``--pod-logs`` directory: a Kubelet with this workdir makes ``kubectl logs`` show its pods.
+    pod_logs: pathlib.Path | None = None
 
     @property
     def api(self) -> Api:
@@ -60,8 +62,9 @@ class KubeApi:
     ) -> subprocess.CompletedProcess[str]:
         """Run real kubectl against this API; returns the completed process (text).
 
-        Against the emulator use manifests (``apply -f``/``create -f``): imperative generators such as
-        ``kubectl create namespace`` send protobuf, which the emulator answers with 415.
+        Imperative generators send protobuf: the emulator decodes it for ``kubectl create namespace``,
+        ``configmap``, ``secret`` and ``serviceaccount`` only (``kubeemu.k8sproto``); for other kinds use
+        manifests (``apply -f``/``create -f`` send JSON).
         """
         return subprocess.run(
             ["kubectl", *args],
@@ -89,13 +92,14 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
         yield KubeApi(pathlib.Path(existing), {"KUBECONFIG": existing}, real=True)
         return
     tmp = tmp_path_factory.mktemp("kubeemu")
-    with emulator_subprocess(tmp / "emulator.log") as url:
+    with emulator_subprocess(tmp / "emulator.log", pod_logs=tmp / "pods") as url:
         kubeconfig = write_kubeconfig(tmp / "kubeconfig", url)
         yield KubeApi(
             kubeconfig,
             {"KUBECONFIG": str(kubeconfig), "KUBECACHEDIR": str(tmp / "kube-cache")},
             real=False,
             url=url,
+            pod_logs=tmp / "pods",
         )
 
 

@@ -2,6 +2,13 @@
 background thread for in-process use. The subprocess keeps the API off the test process's GIL and event
 loops (kopf runs its own) and dies with the session; it prints ``READY <port>`` once it listens, after writing
 the kubeconfig that ``--kubeconfig PATH`` asks for (so a script may use the file as soon as it reads READY).
+``--pod-logs DIR`` names the kubelet harness's work directory, whose ``<pod>.log`` files ``kubectl logs`` shows.
+
+By hand (the emulator alone: nothing runs Jobs; ``python -m tests.support.demo`` adds the kubelet, S3 and the
+operator)::
+
+    python -m tests.support.kubeemu.server --port 8001 --kubeconfig /tmp/kubeemu.yaml
+    KUBECONFIG=/tmp/kubeemu.yaml kubectl create namespace demo
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ def write_kubeconfig(path: pathlib.Path, server: str, namespace: str = "default"
         ],
         "current-context": "kubeemu",
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -49,8 +57,12 @@ async def serve(
     stop: asyncio.Event | None = None,
     holder: list[ApiEmulator] | None = None,
     kubeconfig: pathlib.Path | None = None,
+    pod_logs: pathlib.Path | None = None,
 ) -> None:
-    async with ApiEmulator() as emulator, kmock.Server(emulator, host="127.0.0.1", port=port) as server:
+    async with (
+        ApiEmulator(pod_logs=pod_logs) as emulator,
+        kmock.Server(emulator, host="127.0.0.1", port=port) as server,
+    ):
         if holder is not None:
             holder.append(emulator)
         if kubeconfig is not None:
@@ -62,17 +74,20 @@ async def serve(
 
 
 @contextlib.contextmanager
-def emulator_subprocess(log_path: pathlib.Path | None = None) -> Iterator[str]:
+def emulator_subprocess(
+    log_path: pathlib.Path | None = None, pod_logs: pathlib.Path | None = None
+) -> Iterator[str]:
     """Start ``python -m tests.support.kubeemu.server`` on a free port; yield its base URL."""
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    log = open(log_path, "wb") if log_path else None  # noqa: SIM115
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     )
+    extra = ["--pod-logs", str(pod_logs)] if pod_logs is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.kubeemu.server", "--port", "0"],
+        [sys.executable, "-m", "tests.support.kubeemu.server", "--port", "0", *extra],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
-        stderr=log,
+        stderr=log if log is not None else subprocess.DEVNULL,
         env=env,
     )
     try:
@@ -83,14 +98,14 @@ def emulator_subprocess(log_path: pathlib.Path | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{int(line.split()[1])}"
     finally:
         stop_process(proc, timeout=10)
-        if log is not subprocess.DEVNULL:
+        if log is not None:
             log.close()
 
 
 @contextlib.contextmanager
 def emulator_thread() -> Iterator[tuple[str, ApiEmulator]]:
     """Serve in a daemon thread of this process; yields (base URL, emulator) for direct inspection."""
-    ready, holder = threading.Event(), []
+    ready, holder = threading.Event(), list[ApiEmulator]()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
@@ -115,10 +130,15 @@ def main() -> None:
     parser.add_argument(
         "--kubeconfig", type=pathlib.Path, help="also write a kubeconfig for it here (before READY)"
     )
+    parser.add_argument(
+        "--pod-logs", type=pathlib.Path, help="the kubelet harness's directory of <pod>.log (kubectl logs)"
+    )
     args = parser.parse_args()
-    if args.kubeconfig:
-        print(f"writing the kubeconfig to {args.kubeconfig} once the port is known", file=sys.stderr)
-    asyncio.run(serve(args.port, kubeconfig=args.kubeconfig))
+    kubeconfig = args.kubeconfig.resolve() if args.kubeconfig else None
+    if kubeconfig:
+        print(f"the kubeconfig: export KUBECONFIG={kubeconfig} (written before READY)", file=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C by hand: a clean stop, no traceback
+        asyncio.run(serve(args.port, kubeconfig=kubeconfig, pod_logs=args.pod_logs))
 
 
 if __name__ == "__main__":
