@@ -292,14 +292,12 @@ def _tick(
 
 def decide(plan: Plan, schedule: Mapping[str, Any], runs: Sequence[OwnedRun], now: datetime) -> Decision:
     """The next step of a valid schedule from its stored status and the runs it owns."""
-    meta = schedule.get("metadata") or {}
+    meta, spec = schedule.get("metadata") or {}, plan.spec
     status = TrainingScheduleStatus.parse(schedule.get("status"))
     created = parse_time(meta.get("creationTimestamp")) or now
     newest = max((r.scheduled for r in runs if r.scheduled is not None), default=None)
     last = max(t for t in (parse_time(status.last_schedule_time), newest, created) if t is not None)
-    spec = plan.spec
     out = Decision() if spec.suspend else _tick(plan, meta, runs, last, now)
-    tick = parse_time(out.create["metadata"]["annotations"][SCHEDULED_AT]) if out.create else None
     replaced = {r.name for r in out.replace}
     stay = [r for r in runs if r.name not in replaced]
     out.prune = prune(stay, spec.successful_runs_history_limit, spec.failed_runs_history_limit)
@@ -309,34 +307,46 @@ def decide(plan: Plan, schedule: Mapping[str, Any], runs: Sequence[OwnedRun], no
         key=OwnedRun.order,
     )
     out.events += [promotion_event(r) for r in fresh]
-    pruned = {r.name for r in out.prune}
-    names = {r.name for r in stay} - pruned
+    out.wake = None if spec.suspend else next_tick(spec.schedule, plan.tz, now)
+    fields = _fields(status, stay, out, newest, now)
+    kept = {r.name for r in stay} - {r.name for r in out.prune}
+    fields["promotionsReported"] = sorted((reported | {r.name for r in fresh}) & kept) or None
+    if spec.suspend:
+        ready = ("True", "Suspended", "suspended: no new runs until spec.suspend is false")
+        suspended = ("True", "Suspended", "spec.suspend is true")
+    else:
+        ready = ("True", "Scheduled", f"next run at {_when(out.wake, plan.tz)}" if out.wake else "scheduled")
+        suspended = ("False", "Active", "")
+    out.status = _finish(schedule, status, fields, now, ready, suspended)
+    return out
+
+
+def _fields(
+    status: TrainingScheduleStatus,
+    stay: Sequence[OwnedRun],
+    out: Decision,
+    newest: datetime | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The status fields after ``out`` is acted on: the tick, the active runs (the new one included), the last
+    success, the current model."""
+    tick = parse_time(out.create["metadata"]["annotations"][SCHEDULED_AT]) if out.create else None
     active = [r for r in stay if not r.finished and not r.deleting]
     refs = [{"name": r.name, "uid": r.uid, "scheduledTime": _stamp(r.scheduled)} for r in active]
-    if out.create is not None and tick is not None:
-        refs.append({"name": out.create["metadata"]["name"], "scheduledTime": rfc3339(tick)})
-    successes = [r.completed for r in runs if r.phase == "Succeeded" and r.completed is not None]
+    if out.create is not None:
+        refs.append({"name": out.create["metadata"]["name"], "scheduledTime": _stamp(tick)})
+    successes = [r.completed for r in stay if r.phase == "Succeeded" and r.completed is not None]
     lastsucc = max([*successes, *filter(None, [parse_time(status.last_successful_time)])], default=None)
     current = current_model(status.current_model, stay, now)
-    out.wake = None if spec.suspend else next_tick(spec.schedule, plan.tz, now)
     recorded = (tick, parse_time(status.last_schedule_time), newest)
-    scheduled = max((t for t in recorded if t is not None), default=None)
-    fields: dict[str, Any] = {
-        "lastScheduleTime": _stamp(scheduled),
+    return {
+        "lastScheduleTime": _stamp(max((t for t in recorded if t is not None), default=None)),
         "nextScheduleTime": _stamp(out.wake),
         "lastSuccessfulTime": _stamp(lastsucc),
         "active": [{k: v for k, v in ref.items() if v is not None} for ref in refs] or None,
         "activeCount": len(refs),
         "currentModel": current.dump() if current is not None else None,
-        "promotionsReported": sorted((reported | {r.name for r in fresh}) & names) or None,
     }
-    if spec.suspend:
-        ready = ("True", "Suspended", "suspended: no new runs until spec.suspend is false")
-    else:
-        ready = ("True", "Scheduled", f"next run at {_when(out.wake, plan.tz)}" if out.wake else "scheduled")
-    suspended = ("True", "Suspended", "spec.suspend is true") if spec.suspend else ("False", "Active", "")
-    out.status = _finish(schedule, status, fields, now, ready, suspended)
-    return out
 
 
 def _stamp(t: datetime | None) -> str | None:

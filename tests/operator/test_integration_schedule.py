@@ -193,13 +193,14 @@ def test_each_concurrency_policy_and_the_history_limits(
     allowed = at_least(api, ns, "allow", 4, operator)  # Allow: several at once, one per tick
     suspend(api, ns, "allow")
     assert all(phase(r) not in ("Succeeded", "Failed") for r in allowed)
-    replaced = at_least(api, ns, "replace", 1, operator)
-    wait_for(
+    wait_for(  # Replace: one run at a time, each tick's replacing the last
         "Replace to replace the first run",
-        lambda: first not in [r["metadata"]["name"] for r in runs(api, ns, "replace")],
+        lambda: (lambda names: len(names) == 1 and first not in names)(
+            [r["metadata"]["name"] for r in runs(api, ns, "replace")]
+        ),
     )
     suspend(api, ns, "replace")
-    assert len(runs(api, ns, "replace")) <= 2 and "SuccessfulDelete" in reasons(api, ns, "replace"), replaced
+    assert f"deleted {first} (Replace)" in [m for _, _, m in events(api, ns, "replace")]
     forbidden = runs(api, ns, "forbid")
     assert len(forbidden) == 1, "Forbid: one run while it is active"
     wait_for("RunAlreadyActive", lambda: "RunAlreadyActive" in reasons(api, ns, "forbid"))
@@ -282,6 +283,25 @@ def test_promotion_moves_the_current_model_only_when_it_improves(
         in metrics
     )
     assert f'trainingschedule_runs_created_total{{name="promo",namespace="{ns}"}}' in metrics
+
+
+def test_an_invalid_schedule_names_its_field(api: Api, ns: str, operator: FastOperator) -> None:
+    create(api, ns, "bad", schedule="61 * * * *", timeZone="Mars/Olympus")
+
+    def ready() -> dict[str, Any] | None:
+        conds = {c["type"]: c for c in status(api, ns, "bad").get("conditions") or []}
+        return conds.get("Ready") if conds.get("Ready", {}).get("reason") == "InvalidSpec" else None
+
+    message = wait_for("Ready False/InvalidSpec", ready, log=operator.log_path)["message"]
+    assert (
+        message.startswith("spec.schedule: '61 * * * *' is not a cron schedule")
+        and "spec.timeZone: " in message
+    )
+    assert (
+        wait_for("the Warning", lambda: [e for e in events(api, ns, "bad") if e[1] == "InvalidSpec"])[0][2]
+        == message
+    )
+    assert runs(api, ns, "bad") == []
 
 
 def test_five_operator_restarts_never_run_a_tick_twice(api: Api, ns: str, operator: FastOperator) -> None:

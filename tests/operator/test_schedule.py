@@ -17,6 +17,7 @@ import pytest
 import yaml
 from trainop import crd
 from trainop import schedule as sc
+from trainop.schedule_promotion import promotion_event
 
 from tests.operator.test_crd import _model_paths, _schema_paths, to_json_schema
 from trainer.api.manifest import SpecError
@@ -310,7 +311,8 @@ def test_a_ticks_run() -> None:
         promotion={"metric": "pinball", "minImprovement": 0.01},
     )
     doc["spec"]["template"]["metadata"] = {"labels": {"team": "quant"}, "annotations": {"note": "x"}}
-    d = decide(doc, [], "2026-01-01T16:00:10Z")  # 01:00 on 2 January in Tokyo
+    plan = plan_of(doc)
+    d = sc.decide(plan, doc, [], utc("2026-01-01T16:00:10Z"))  # 01:00 on 2 January in Tokyo
     assert d.create is not None
     name = "daily-29454720"
     assert d.create["metadata"] == {
@@ -328,7 +330,8 @@ def test_a_ticks_run() -> None:
         "uri": "s3://checkpoints/runs/ml/daily",
     }
     assert spec["training"] == TEMPLATE["training"]
-    assert "end" not in (doc["spec"]["template"]["spec"].get("data") or {}) or not TEMPLATE["data"]["end"]
+    assert plan.template["data"]["end"] is None  # the template is left as it was
+    assert plan.template["checkpoint"]["uri"] is None
 
 
 def test_promotion_from_the_template_and_none() -> None:
@@ -381,8 +384,8 @@ def test_promotion(
 
 def test_promotion_events_give_both_figures() -> None:
     up, down = (
-        sc.promotion_event(done("a", 50, promotion=UP)),
-        sc.promotion_event(done("b", 51, promotion=DOWN)),
+        promotion_event(done("a", 50, promotion=UP)),
+        promotion_event(done("b", 51, promotion=DOWN)),
     )
     assert up.message == (
         "a promoted: pinball (validation) 0.031 vs current 0.033, at least 1% lower needed; "
@@ -391,7 +394,7 @@ def test_promotion_events_give_both_figures() -> None:
     assert down.message == (
         "b not promoted: pinball (validation) 0.034 vs current 0.033, at least 1% lower needed: not 1% lower"
     )
-    first = sc.promotion_event(done("c", 52, promotion={**UP, "incumbent": None, "minImprovement": 0}))
+    first = promotion_event(done("c", 52, promotion={**UP, "incumbent": None, "minImprovement": 0}))
     assert "0.031 vs current none;" in first.message
 
 
@@ -469,9 +472,9 @@ def test_killed_operators_never_run_a_tick_twice() -> None:
             }
             for r in d.prune:
                 runs.pop(r.name, None)
-            for r in list(runs.values()):  # the runs go on: some finish
-                if r["status"]["phase"] == "Pending" and rnd.random() < 0.5:
-                    r["status"] = {
+            for child in list(runs.values()):  # the runs go on: some finish
+                if child["status"]["phase"] == "Pending" and rnd.random() < 0.5:
+                    child["status"] = {
                         "phase": rnd.choice(["Succeeded", "Failed"]),
                         "completionTime": "2026-01-01T10:00:00Z",
                     }
