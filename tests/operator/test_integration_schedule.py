@@ -200,7 +200,9 @@ def test_each_concurrency_policy_and_the_history_limits(
         ),
     )
     suspend(api, ns, "replace")
-    assert f"deleted {first} (Replace)" in [m for _, _, m in events(api, ns, "replace")]
+    wait_for(
+        "its Event", lambda: f"deleted {first} (Replace)" in [m for _, _, m in events(api, ns, "replace")]
+    )
     forbidden = runs(api, ns, "forbid")
     assert len(forbidden) == 1, "Forbid: one run while it is active"
     wait_for("RunAlreadyActive", lambda: "RunAlreadyActive" in reasons(api, ns, "forbid"))
