@@ -20,7 +20,15 @@ import tomllib
 REPO = Path(__file__).resolve().parent.parent
 TRAINER = REPO / "Dockerfile.trainer"
 OPERATOR = REPO / "Dockerfile.operator"
-OPERATOR_DEPS = {"kopf", "kubernetes", "pydantic", "pydantic-settings", "prometheus-client", "pyyaml"}
+OPERATOR_DEPS = {
+    "kopf",
+    "kubernetes",
+    "pydantic",
+    "pydantic-settings",
+    "prometheus-client",
+    "pyyaml",
+    "croniter",
+}
 NOT_IN_OPERATOR = ("torch", "numpy", "pandas", "pyarrow", "boto3", "botocore", "matplotlib", "tqdm")
 
 

@@ -9,7 +9,9 @@ the cross-field checks the model does in validators. The status subresource's sc
 ``trainer.api.status.TrainingRunStatus``, the model the trainer and the operator write and read the status with.
 ``manifests/crd.yaml`` and the chart's ``crds/`` are this output (a test keeps them equal). The TrainingSweep CRD
 (``--sweep``: ``manifests/crd-sweep.yaml``, ``crds/trainingsweeps.yaml``) comes the same way from
-``trainer.api.sweep``; its ``spec.template`` is the TrainingRun spec's schema.
+``trainer.api.sweep``; its ``spec.template`` is the TrainingRun spec's schema. The TrainingSchedule CRD
+(``--schedule``: ``manifests/crd-schedule.yaml``, ``crds/trainingschedules.yaml``) likewise from
+``trainer.api.schedule``, its ``spec.template.spec`` the TrainingRun spec's.
 
 Run ``scripts/sync_manifests.py`` (or ``python -m trainop.crd > manifests/crd.yaml``) after changing a model.
 """
@@ -23,6 +25,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from trainer.api.schedule import (
+    SCHEDULE_KIND,
+    SCHEDULE_PLURAL,
+    RunTemplate,
+    TrainingScheduleSpec,
+    TrainingScheduleStatus,
+)
 from trainer.api.spec import API_GROUP, API_VERSION, KIND, PLURAL, TrainingRunSpec
 from trainer.api.status import TrainingRunStatus
 from trainer.api.sweep import SWEEP_KIND, SWEEP_PLURAL, TrainingSweepSpec, TrainingSweepStatus
@@ -233,13 +242,9 @@ def build_crd() -> dict[str, Any]:
 # --- TrainingSweep ---------------------------------------------------------------------------------------------
 
 
-def sweep_spec_schema() -> dict[str, Any]:
-    """The TrainingSweep spec's schema: ``template`` is the TrainingRun spec's (its defaults and those CEL rules
-    that compare no old object), so a template is refused at ``kubectl apply`` exactly as a run would be."""
-    raw = TrainingSweepSpec.model_json_schema(by_alias=True, mode="validation")
-    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
-    _object_defaults(TrainingSweepSpec, schema)
-    template = schema["properties"]["template"]
+def _run_template(template: dict[str, Any]) -> None:
+    """A TrainingRun spec inside another resource's spec: its defaults, and those CEL rules that compare no old
+    object (a template has none)."""
     _object_defaults(TrainingRunSpec, template)
     template["type"] = "object"
     for path, rules in CEL_RULES.items():
@@ -249,6 +254,15 @@ def sweep_spec_schema() -> dict[str, Any]:
             node = node["properties"][part]
         if kept:
             node["x-kubernetes-validations"] = kept
+
+
+def sweep_spec_schema() -> dict[str, Any]:
+    """The TrainingSweep spec's schema: ``template`` is the TrainingRun spec's (its defaults and those CEL rules
+    that compare no old object), so a template is refused at ``kubectl apply`` exactly as a run would be."""
+    raw = TrainingSweepSpec.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
+    _object_defaults(TrainingSweepSpec, schema)
+    _run_template(schema["properties"]["template"])
     schema["type"] = "object"
     schema["description"] = (
         "A search over TrainingRun specs: a template, the parameters to vary, the objective."
@@ -278,6 +292,51 @@ def build_sweep_crd() -> dict[str, Any]:
     return _crd(SWEEP_PLURAL, SWEEP_KIND, "tsw", description, spec, status, SWEEP_PRINTER_COLUMNS)
 
 
+# --- TrainingSchedule ------------------------------------------------------------------------------------------
+
+
+def schedule_spec_schema() -> dict[str, Any]:
+    """The TrainingSchedule spec's schema: ``template.spec`` is the TrainingRun spec's, as a sweep's template. The
+    cron expression and the time zone are checked by the operator (``trainer.api.schedule``), not here."""
+    raw = TrainingScheduleSpec.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
+    _object_defaults(TrainingScheduleSpec, schema)
+    template = schema["properties"]["template"]
+    _object_defaults(RunTemplate, template)
+    _run_template(template["properties"]["spec"])
+    schema["type"] = "object"
+    schema["description"] = "Retraining on a cron schedule: a TrainingRun per tick, with CronJob's rules."
+    return schema
+
+
+SCHEDULE_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+    {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+    {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
+    {"name": "Last Schedule", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+    {"name": "Current", "type": "number", "jsonPath": ".status.currentModel.value"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Metric", "type": "string", "jsonPath": ".status.currentModel.metric", "priority": 1},
+    {"name": "Model-Run", "type": "string", "jsonPath": ".status.currentModel.run", "priority": 1},
+    {"name": "Time-Zone", "type": "string", "jsonPath": ".spec.timeZone", "priority": 1},
+    {"name": "Next", "type": "date", "jsonPath": ".status.nextScheduleTime", "priority": 1},
+]
+
+
+def build_schedule_crd() -> dict[str, Any]:
+    description = "Scheduled retraining: TrainingRuns on a cron schedule, keeping the better model."
+    spec, status = schedule_spec_schema(), _model_schema(TrainingScheduleStatus)
+    return _crd(SCHEDULE_PLURAL, SCHEDULE_KIND, "tsc", description, spec, status, SCHEDULE_PRINTER_COLUMNS)
+
+
+def render_schedule() -> str:
+    header = (
+        "# Generated by `python -m trainop.crd --schedule` from trainer/api/schedule.py (its template: "
+        "trainer/api/spec.py). Do not edit by hand.\n"
+    )
+    return header + yaml.dump(build_schedule_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=120)
+
+
 def render_sweep() -> str:
     header = (
         "# Generated by `python -m trainop.crd --sweep` from trainer/api/sweep.py (its template: trainer/api/spec.py)."
@@ -299,4 +358,7 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render_sweep() if "--sweep" in sys.argv[1:] else render())
+    args = sys.argv[1:]
+    sys.stdout.write(
+        render_sweep() if "--sweep" in args else render_schedule() if "--schedule" in args else render()
+    )

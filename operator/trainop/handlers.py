@@ -232,4 +232,4 @@ async def run_event(
         log.info("deleted %s of %s/%s", ", ".join(deleted), *key, extra=run_fields(*key))
 
 
-from . import sweep_handlers  # noqa: E402,F401
+from . import schedule_handlers, sweep_handlers  # noqa: E402,F401

@@ -225,6 +225,49 @@ def count_transition(namespace: str, symbol: str, old_phase: str | None, new_pha
         SUCCEEDED.labels(namespace=namespace, symbol=symbol).inc()
 
 
+# --- TrainingSchedules ---------------------------------------------------------------------------------------
+
+SCHEDULE_RUNS = Counter(
+    "trainingschedule_runs_created_total",
+    "TrainingRuns created by a TrainingSchedule (this operator process).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+SCHEDULE_MODEL = Gauge(
+    "trainingschedule_current_model_metric",
+    "The promotion metric of the schedule's current model (status.currentModel.value).",
+    ["namespace", "name", "metric"],
+    registry=REGISTRY,
+)
+_schedule_series: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+
+
+def count_schedule_run(namespace: str, name: str) -> None:
+    SCHEDULE_RUNS.labels(namespace=namespace, name=name).inc()
+
+
+def observe_schedule(namespace: str, name: str, current: Mapping[str, Any] | None) -> None:
+    """The current model's gauge from ``status.currentModel`` (none without a promoted model)."""
+    value = (current or {}).get("value")
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    values: set[tuple[str, ...]] = set()
+    if numeric:
+        values.add((namespace, name, str((current or {}).get("metric") or "")))
+    for stale in _schedule_series.pop((namespace, name), set()) - values:
+        with suppress(KeyError):
+            SCHEDULE_MODEL.remove(*stale)
+    for labels in values:
+        SCHEDULE_MODEL.labels(*labels).set(float(value))  # type: ignore[arg-type]
+        _schedule_series[(namespace, name)] = values
+
+
+def forget_schedule(namespace: str, name: str) -> None:
+    """Remove a deleted schedule's series."""
+    observe_schedule(namespace, name, None)
+    with suppress(KeyError):
+        SCHEDULE_RUNS.remove(namespace, name)
+
+
 # --- HTTP ---------------------------------------------------------------------------------------------------
 
 

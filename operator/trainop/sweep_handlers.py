@@ -49,21 +49,26 @@ Json = dict[str, Any]
 
 
 class SweepApi:
-    """The custom-object calls of sweeps and their runs (the answers as the API server's JSON, as ``Kube``)."""
+    """The custom-object calls of sweeps and their runs (the answers as the API server's JSON, as ``Kube``). The
+    owner's ``plural`` and the label of its runs are class attributes: ``schedule_handlers.ScheduleApi`` makes the
+    same calls for TrainingSchedules."""
+
+    plural = SWEEP_PLURAL
+    label = sw.SWEEP_LABEL
 
     def __init__(self, kube: Kube) -> None:
         self.custom = kube.custom
         self.opts: dict[str, Any] = {"_preload_content": False, "_request_timeout": TIMEOUT}
 
-    def read_sweep(self, namespace: str, name: str) -> Json | None:
+    def read_owner(self, namespace: str, name: str) -> Json | None:
         return _or_none(
             lambda: self.custom.get_namespaced_custom_object(
-                API_GROUP, API_VERSION, namespace, SWEEP_PLURAL, name, **self.opts
+                API_GROUP, API_VERSION, namespace, self.plural, name, **self.opts
             )
         )
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any], version: str) -> bool:
-        """Merge-patch the status if the sweep is still at ``version``; False when it changed (409) or is gone."""
+        """Merge-patch the status if the owner is still at ``version``; False when it changed (409) or is gone."""
         body = {"metadata": {"resourceVersion": version}, "status": dict(status)}
         try:
             return (
@@ -72,7 +77,7 @@ class SweepApi:
                         API_GROUP,
                         API_VERSION,
                         namespace,
-                        SWEEP_PLURAL,
+                        self.plural,
                         name,
                         body,
                         _content_type=MERGE_PATCH,
@@ -86,14 +91,14 @@ class SweepApi:
                 return False
             raise
 
-    def list_runs(self, namespace: str, sweep: str) -> list[Json]:
+    def list_runs(self, namespace: str, owner: str) -> list[Json]:
         answer = _json(
             self.custom.list_namespaced_custom_object(
                 API_GROUP,
                 API_VERSION,
                 namespace,
                 PLURAL,
-                label_selector=f"{sw.SWEEP_LABEL}={sweep}",
+                label_selector=f"{self.label}={owner}",
                 **self.opts,
             )
         )
@@ -177,7 +182,7 @@ def reconcile(rt: Runtime, sweeps: Sweeps, namespace: str, name: str) -> str | N
     api = SweepApi(rt.kube)
     try:
         for _ in range(CONFLICT_ROUNDS):
-            body = api.read_sweep(namespace, name)
+            body = api.read_owner(namespace, name)
             if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
                 return None
             meta = body["metadata"]

@@ -291,8 +291,9 @@ def test_values_schema_closes_every_object() -> None:
 
 def test_chart_crds_equal_manifests_crd() -> None:
     crds = sorted((CHART / "crds").glob("*.yaml"))
-    assert [p.name for p in crds] == ["trainingruns.yaml", "trainingsweeps.yaml"]
-    for chart_crd, manifest in zip(crds, ("crd.yaml", "crd-sweep.yaml"), strict=True):
+    assert [p.name for p in crds] == ["trainingruns.yaml", "trainingschedules.yaml", "trainingsweeps.yaml"]
+    manifests = ("crd.yaml", "crd-schedule.yaml", "crd-sweep.yaml")
+    for chart_crd, manifest in zip(crds, manifests, strict=True):
         assert chart_crd.read_text() == (REPO / "manifests" / manifest).read_text(), (
             f"charts/crypto-price-predictor/crds/{chart_crd.name} differs from manifests/{manifest}: "
             "run scripts/sync-manifests.sh"
@@ -406,6 +407,8 @@ EXPECTED_NAMESPACED_RULES = {
     ("cryptopredictor.dev", "trainingruns/status"): {"get", "patch", "update"},
     ("cryptopredictor.dev", "trainingsweeps"): {"get", "list", "watch", "patch", "update"},
     ("cryptopredictor.dev", "trainingsweeps/status"): {"get", "patch", "update"},
+    ("cryptopredictor.dev", "trainingschedules"): {"get", "list", "watch", "patch", "update"},
+    ("cryptopredictor.dev", "trainingschedules/status"): {"get", "patch", "update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "delete"},

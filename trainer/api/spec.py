@@ -253,6 +253,27 @@ class WalkForwardSpec(_Model):
         return fold_ranges(dt.date.fromisoformat(self.start), last, self.refit_days)
 
 
+class PromotionSpec(_Model):
+    """Keep the better model: at the end of a successful run, its metric is compared with the current model's
+    (``<uri>/current.json``); the run's model becomes the current one only when it is better by the margin."""
+
+    metric: Literal["pinball", "mase"] = Field(
+        default="pinball", description="Compared metric; lower is better."
+    )
+    source: Literal["validation", "walkForward"] = Field(
+        default="validation",
+        description="Where the metric comes from: the validation split or a walk-forward.",
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Relative margin: 0.01 = the new model's metric must be at least 1% lower than the current.",
+    )
+    uri: str | None = Field(
+        default=None, description="The prefix holding current.json; empty: the parent of checkpoint.uri."
+    )
+
+
 class SecretRef(_Model):
     """A Secret in the run's namespace holding S3 credentials."""
 
@@ -385,6 +406,10 @@ class TrainingRunSpec(_Model):
             "Run a walk-forward backtest instead of one training: one pod per fold (an Indexed Job); the folds' "
             "pooled metrics go to the status. Not combined with workers > 1."
         ),
+    )
+    promotion: PromotionSpec | None = Field(
+        default=None,
+        description="Promote the run's model to <uri>/current.json when it beats the current one (see PromotionSpec).",
     )
     procs_per_worker: int | None = Field(
         default=None,

@@ -189,6 +189,21 @@ class Metrics(_Status):
     folds_total: Integer = None
 
 
+class PromotionStatus(_Status):
+    """Whether the run's model became the current one (written by the trainer at the end of a successful run
+    with ``spec.promotion``; read by the TrainingSchedule controller)."""
+
+    promoted: bool
+    metric: str | None = None
+    source: str | None = None
+    value: Number = None
+    incumbent: Number = None
+    min_improvement: float | None = None
+    model_uri: str | None = None
+    current_uri: str | None = None
+    message: str | None = Field(default=None, max_length=1024)
+
+
 FoldPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -283,6 +298,7 @@ class TrainingRunStatus(_Status):
     )
     folds_display: str | None = None
     resolved: ResolvedSpec | None = None
+    promotion: PromotionStatus | None = None
     # kopf keeps its own handler bookkeeping under status.kopf when no annotations storage is used.
     kopf: Annotated[
         dict[str, Any] | None,

@@ -82,7 +82,7 @@ cluster-wide mode and the per-namespace Roles).
 */}}
 {{- define "crypto-price-predictor.namespacedRules" -}}
 # TrainingRuns: watch them, add finalizers/annotations, and kopf's handler bookkeeping; create and delete: the
-# trial runs of TrainingSweeps.
+# trial runs of TrainingSweeps and the runs of TrainingSchedules.
 - apiGroups: ["cryptopredictor.dev"]
   resources: ["trainingruns"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
@@ -97,6 +97,14 @@ cluster-wide mode and the per-namespace Roles).
   verbs: ["get", "list", "watch", "patch", "update"]
 - apiGroups: ["cryptopredictor.dev"]
   resources: ["trainingsweeps/status"]
+  verbs: ["get", "patch", "update"]
+# TrainingSchedules: watch them, kopf's annotations; their status holds the last tick, the active runs and the
+# current model. Their runs are TrainingRuns (create, delete: above).
+- apiGroups: ["cryptopredictor.dev"]
+  resources: ["trainingschedules"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["cryptopredictor.dev"]
+  resources: ["trainingschedules/status"]
   verbs: ["get", "patch", "update"]
 # The training Job of each run.
 - apiGroups: ["batch"]
