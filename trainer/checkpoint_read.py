@@ -222,9 +222,9 @@ class CheckpointReader:
         storage: Storage
         if uri_or_path.startswith(root):
             storage, key = self.storage, uri_or_path[len(root) :]
-        elif parsed.scheme == "s3":
+        elif parsed.scheme in ("s3", "pvc"):
             parent, _, key = parsed.key.rpartition("/")
-            storage = storage_for(f"s3://{parsed.bucket}/{parent}", self.endpoint)
+            storage = storage_for(f"{parsed.scheme}://{parsed.bucket}/{parent}", self.endpoint)
         else:
             parent, _, key = parsed.key.rpartition("/")
             storage = LocalStorage(parent or ".")

@@ -430,8 +430,8 @@ def _print_final(code: int, message: str, as_json: bool, **extra: Any) -> None:
 
 
 def _local_path(value: str) -> Path | None:
-    """The path of a local path or ``file://`` URI; None for ``s3://``."""
-    if value[:3].lower() == "s3:":
+    """The path of a local path or ``file://`` URI; None for ``s3://`` and ``pvc://`` (checked by the storage)."""
+    if value[:3].lower() == "s3:" or value[:4].lower() == "pvc:":
         return None
     return Path(value[len("file://") :] if value.startswith("file://") else value).expanduser()
 

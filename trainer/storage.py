@@ -1,8 +1,14 @@
 """Object IO on a local directory or S3-compatible storage, behind one small interface.
 
-Why: checkpoints, metrics and the user's candles may live on local disk (a laptop run) or in a bucket (a
-cluster run on AWS, MinIO, SeaweedFS, Ceph). The trainer only ever needs put/get/list/delete of whole
-objects, so both backends implement the ``Storage`` protocol and everything above them is backend-agnostic.
+Why: checkpoints, metrics and the user's candles may live on local disk (a laptop run), in a bucket (a
+cluster run on AWS, MinIO, SeaweedFS, Ceph) or on a PersistentVolumeClaim (a cluster without S3). The trainer
+only ever needs put/get/list/delete of whole objects, so the backends implement the ``Storage`` protocol and
+everything above them is backend-agnostic.
+
+``pvc://CLAIM/path`` is a directory the operator mounts: ``$TRAINER_PVC_ROOT/CLAIM/path`` (the Job mounts the
+claim at ``$TRAINER_PVC_ROOT/CLAIM``). ``PVCStorage`` is ``LocalStorage`` on that directory whose URIs stay
+``pvc://...``: whatever the trainer prints or reports (status.checkpoint, resume lines, metrics.json) says
+which claim holds the checkpoints, never a mount path that only exists inside the pod.
 
 Guarantees:
 - Local writes go to a temp file in the same directory, are fsynced and renamed into place, so a reader (or
@@ -27,10 +33,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from trainer.api.errors import ConfigError, StorageUnavailable
+from trainer.api.patterns import split_pvc_uri
 
 S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _USERINFO_RE = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#@]*@)")
 ENDPOINT_RE = re.compile(r"^https?://[^\s/@?#]+(?::\d+)?(?:/\S*)?$")
+#: Where the operator mounts each PersistentVolumeClaim of a run: ``$TRAINER_PVC_ROOT/<claim>``.
+PVC_ROOT_ENV = "TRAINER_PVC_ROOT"
 
 
 def redact_url(url: str) -> str:
@@ -44,7 +53,12 @@ class StorageError(StorageUnavailable):
 
 
 class MalformedURIError(ConfigError, ValueError):
-    """A URI that is neither a local path nor ``s3://bucket/prefix`` (a typo: exit 2, never retried)."""
+    """A URI that is neither a local path, ``s3://bucket/prefix`` nor ``pvc://CLAIM/path`` (a typo: exit 2,
+    never retried)."""
+
+
+class PVCNotMountedError(ConfigError):
+    """``pvc://`` without ``$TRAINER_PVC_ROOT``: no claim is mounted here (exit 2: a retry cannot mount one)."""
 
 
 class InvalidEndpointError(ConfigError, ValueError):
@@ -73,9 +87,10 @@ class ObjectNotFoundError(StorageError, FileNotFoundError):
 
 @dataclass(frozen=True)
 class ParsedURI:
-    """``scheme='s3'``: bucket + key (no leading/trailing slash); ``scheme='file'``: key is the path."""
+    """``scheme='s3'``: bucket + key (no leading/trailing slash); ``scheme='pvc'``: the claim as bucket, the
+    path under it as key; ``scheme='file'``: key is the path."""
 
-    scheme: Literal["s3", "file"]
+    scheme: Literal["s3", "pvc", "file"]
     bucket: str
     key: str
 
@@ -98,7 +113,8 @@ def check_endpoint(endpoint: str, source: str) -> str:
 
 
 def parse_uri(uri: str) -> ParsedURI:
-    """Split ``s3://bucket/key`` or a local path (``file://`` allowed); anything else is MalformedURIError."""
+    """Split ``s3://bucket/key``, ``pvc://claim/path`` or a local path (``file://`` allowed); anything else is
+    MalformedURIError."""
     if not isinstance(uri, str) or not uri.strip():
         raise MalformedURIError(f"malformed URI {uri!r}: expected a local path or s3://bucket/prefix")
     shown = redact_url(uri)
@@ -107,11 +123,17 @@ def parse_uri(uri: str) -> ParsedURI:
         if not m:
             raise MalformedURIError(f"malformed URI {shown!r}: expected s3://bucket/prefix")
         return ParsedURI("s3", m.group("bucket"), (m.group("key") or "").strip("/"))
+    if uri[:4].lower() == "pvc:":
+        try:
+            claim, path = split_pvc_uri(uri)
+        except ValueError as exc:
+            raise MalformedURIError(f"malformed URI {exc}") from None
+        return ParsedURI("pvc", claim, path)
     if uri.startswith("file://"):
         return ParsedURI("file", "", uri[len("file://") :])
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", uri):
         raise MalformedURIError(
-            f"malformed URI {shown!r}: only local paths and s3://bucket/prefix are supported"
+            f"malformed URI {shown!r}: only local paths, s3://bucket/prefix and pvc://CLAIM/path are supported"
         )
     return ParsedURI("file", "", uri)
 
@@ -208,16 +230,53 @@ class LocalStorage:
                 self.put(".write-probe", b"ok")
                 self.delete(".write-probe")
         except OSError as exc:
-            raise StorageError(f"cannot write to checkpoint directory {self.root}: {exc.strerror}") from None
+            raise StorageError(
+                f"cannot write to checkpoint directory {self._where()}: {exc.strerror}"
+            ) from None
+
+    def _where(self) -> str:
+        return str(self.root)
+
+
+class PVCStorage(LocalStorage):
+    """``pvc://CLAIM/path``: the directory ``<pvc_root>/CLAIM/path`` (the claim's mount), named by its URI."""
+
+    def __init__(self, claim: str, path: str, pvc_root: str | None = None) -> None:
+        root = pvc_root if pvc_root is not None else os.environ.get(PVC_ROOT_ENV, "")
+        self.claim, self.path = claim, path.strip("/")
+        uri = self._uri(self.path)
+        if not root:
+            raise PVCNotMountedError(
+                f"{uri}: checkpoint.uri pvc:// names a PersistentVolumeClaim that the operator mounts into the "
+                f"trainer's pod, and ${PVC_ROOT_ENV} (where the claims are mounted) is not set: run it as a "
+                f"TrainingRun in the cluster, or set {PVC_ROOT_ENV} to a directory that holds {claim}/"
+            )
+        super().__init__(Path(root) / claim / self.path if self.path else Path(root) / claim)
+
+    def _uri(self, key: str) -> str:
+        return f"pvc://{self.claim}/{key}" if key else f"pvc://{self.claim}"
+
+    @property
+    def root_uri(self) -> str:
+        return self._uri(self.path)
+
+    def uri_for(self, key: str) -> str:
+        return self._uri(f"{self.path}/{key}".strip("/") if key else self.path)
+
+    def _where(self) -> str:
+        return f"{self.root_uri} (mounted at {self.root})"
 
 
 def storage_for(uri: str, endpoint: str | None = None, **s3_options: Any) -> Storage:
-    """The backend for a root URI: ``LocalStorage`` for a path, ``S3Storage`` for ``s3://bucket/prefix``."""
+    """The backend for a root URI: ``LocalStorage`` for a path, ``S3Storage`` for ``s3://bucket/prefix``,
+    ``PVCStorage`` for ``pvc://claim/path``."""
     parsed = parse_uri(uri)
     if parsed.scheme == "s3":
         from trainer.storage_s3 import S3Storage
 
         return S3Storage(parsed.bucket, parsed.key, endpoint, **s3_options)
+    if parsed.scheme == "pvc":
+        return PVCStorage(parsed.bucket, parsed.key)
     return LocalStorage(parsed.key)
 
 
@@ -231,6 +290,11 @@ def _split_object(uri: str, endpoint: str | None) -> tuple[Storage, str]:
         from trainer.storage_s3 import S3Storage
 
         return S3Storage(parsed.bucket, "", endpoint), parsed.key
+    if parsed.scheme == "pvc":
+        parent, _, name = parsed.key.rpartition("/")
+        if not name:
+            raise MalformedURIError(f"malformed URI {uri!r}: expected pvc://claim/path of a file")
+        return PVCStorage(parsed.bucket, parent), name
     path = Path(parsed.key)
     return LocalStorage(path.parent), path.name
 

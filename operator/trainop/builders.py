@@ -13,7 +13,11 @@ is the plain ``python -m trainer run`` Job; several in one pod run under torchru
 --standalone``) in the same Job; several pods are an Indexed Job with ``backoffLimit: 0`` whose first failed
 worker fails it, so that the operator restarts all workers together (``trainop.gang``); worker 0 is found as
 ``<job>-0.<service>`` through the run's headless Service. A walk-forward run is an Indexed Job of one pod
-per fold (``trainop.builders_folds``)."""
+per fold (``trainop.builders_folds``).
+
+Checkpoints go where ``resolve`` says (``trainop.checkpoint_store``): the operator's S3 prefix, or without one a
+PersistentVolumeClaim of the run's own, which the Job mounts (as it mounts a claim the run names); a run on a
+claim gets S3 credentials only when it reads S3 (data, resume), so its pod starts where no S3 Secret exists."""
 
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from trainer.api.spec import (
     TrainingRunSpec,
 )
 
-from . import profiles
+from . import checkpoint_store, profiles
 from .builders_folds import fold_command, shape_fold_job
 from .conditions import TRAINER_CONTAINER
 from .gang import ATTEMPT_LABEL
@@ -71,26 +75,15 @@ def labels(run: Run, spec: TrainingRunSpec) -> dict[str, str]:
 
 
 def resolve(run: Run, settings: Settings) -> TrainingRunSpec:
-    """The run's spec with ``checkpoint.uri`` resolved (``<TRAINOP_CHECKPOINT_PREFIX>/<ns>/<name>``); raises
-    SpecError naming fields (the run's own parse error first)."""
+    """The run's spec with ``checkpoint.uri`` resolved (``<TRAINOP_CHECKPOINT_PREFIX>/<ns>/<name>``, else the
+    run's own PersistentVolumeClaim: ``trainop.checkpoint_store``); raises SpecError naming fields (the run's
+    own parse error first)."""
     spec = run.valid()
     spec, _ = profiles.apply_defaults(spec, settings)
     problems = cluster_problems(spec)
     if problems:
         raise SpecError(f"TrainingRun {run.name}", problems)
-    if spec.checkpoint.uri:
-        return spec
-    if not settings.checkpoint_prefix:
-        raise SpecError(
-            f"TrainingRun {run.name}",
-            [
-                "spec.checkpoint.uri: required in a cluster (s3://bucket/prefix); the operator has no "
-                "TRAINOP_CHECKPOINT_PREFIX default"
-            ],
-        )
-    spec = spec.model_copy(deep=True)
-    spec.checkpoint.uri = f"{settings.checkpoint_prefix}/{run.namespace}/{run.name}"
-    return spec
+    return checkpoint_store.resolve_store(run, spec, settings)
 
 
 def validate_run(body: Mapping[str, Any], settings: Settings) -> TrainingRunSpec:
@@ -160,7 +153,7 @@ def _env(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[dict[str, 
     if endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint.url})
     ref = spec.s3_credentials_secret
-    secret = ref.name if ref else settings.s3_secret_name
+    secret = ref.name if ref else settings.s3_secret_name if checkpoint_store.uses_s3(spec) else None
     if secret:
         id_key = ref.access_key_id_key if ref else "AWS_ACCESS_KEY_ID"
         secret_key = ref.secret_access_key_key if ref else "AWS_SECRET_ACCESS_KEY"
@@ -267,6 +260,7 @@ def build_job(run: Run, spec: TrainingRunSpec, settings: Settings, attempt: int 
             }
         ],
     }
+    checkpoint_store.mount_claims(pod_spec, pod_spec["containers"][0], spec)
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

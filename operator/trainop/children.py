@@ -19,6 +19,7 @@ the runtime's thread pool (``Runtime.offload``), with that copy as their input.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +30,7 @@ from trainer.api.manifest import SpecError
 from trainer.api.spec import TrainingRunSpec
 from trainer.api.status import ResolvedSpec
 
-from . import gang, profiles
+from . import checkpoint_store, gang, profiles
 from .builders import (
     RUN_LABEL,
     build_job,
@@ -45,7 +46,7 @@ from .builders import (
 from .conditions import FAILED
 from .folds_observe import observe_walk_forward
 from .kube import to_kopf_error
-from .names import account_name, job_name, service_name
+from .names import account_name, claim_name, job_name, service_name
 from .runs import Run, parse_run
 from .runtime import Runtime
 from .status import StatusChange, apply_decision, compose, observe, resolved_change
@@ -177,8 +178,9 @@ def ensure_children(rt: Runtime, run: Run, pods: list[Child], logger: kopf.Logge
 
 def create_children(rt: Runtime, run: Run, attempt: int = 0) -> Child:
     """Validate (a SpecError is permanent), create the ServiceAccount/Role/RoleBinding (and a multi-worker
-    run's Service), then the Job of gang attempt ``attempt`` (409: the Job of a concurrent or re-delivered
-    create is returned instead; so are the others, which a restart creates again)."""
+    run's Service, and the checkpoint claim of a run without another store), then the Job of gang attempt
+    ``attempt`` (409: the Job of a concurrent or re-delivered create is returned instead; so are the others,
+    which a restart creates again)."""
     try:
         spec = resolve(run, rt.settings)
     except SpecError as err:
@@ -191,6 +193,7 @@ def create_children(rt: Runtime, run: Run, attempt: int = 0) -> Child:
                 rt.kube.create(child)
         if is_gang(spec):
             rt.kube.create(build_service(run, rt.settings))
+        ensure_claim(rt, run, spec)
         created = rt.kube.create(job)[0]
     except kopf.TemporaryError:
         raise
@@ -216,6 +219,22 @@ def record_resolved(rt: Runtime, run: Run, resolved: ResolvedSpec) -> None:
         rt.writer.write(run.namespace, run.name, lambda r: resolved_change(r, resolved), run.symbol)
     except Exception as exc:
         log.warning("status.resolved not written: %s", exc, extra=run_fields(run.namespace, run.name))
+
+
+def ensure_claim(rt: Runtime, run: Run, spec: TrainingRunSpec) -> None:
+    """Create the run's checkpoint claim (``trainop.checkpoint_store``) before its Job (409: the existing one,
+    judged by ``unusable_claim``); a new one gets a Normal Event naming it and the checkpoint URI."""
+    claim = checkpoint_store.build_claim(run, spec, rt.settings)
+    if claim is None:
+        return
+    current, created = rt.kube.create(claim)
+    if waiting := checkpoint_store.unusable_claim(current, run.uid):
+        raise kopf.TemporaryError(waiting, delay=5)
+    if created:
+        message = checkpoint_store.describe_claim(claim, spec.checkpoint.uri)
+        log.info("%s/%s: %s", run.namespace, run.name, message, extra=run_fields(run.namespace, run.name))
+        with contextlib.suppress(Exception):  # an Event is a courtesy: the claim exists, the Job comes next
+            rt.kube.post_event(run.ref(), "Normal", "CheckpointVolume", message)
 
 
 job_failed = gang.job_failed
@@ -259,11 +278,13 @@ def set_suspend(rt: Runtime, run: Run, suspend: bool, pods: list[Child]) -> None
 
 
 def delete_children(rt: Runtime, run: Run, pods: list[Child]) -> list[str]:
-    """Delete what a deleted run still owns (the Job, its pods, the per-run RBAC); returns the kinds deleted.
+    """Delete what a deleted run still owns (the Job, its pods, the per-run RBAC, its checkpoint claim); returns
+    the kinds deleted.
     Where a garbage collector runs it has usually done this already (404s, nothing deleted). Only objects
     whose owner reference is this run are touched: a same-named object of a newer run, or one orphaned on
     purpose (``--cascade=orphan``), is kept."""
     targets = [("Job", job_name(run.name)), ("Service", service_name(run.name))]
+    targets.append(("PersistentVolumeClaim", claim_name(run.name)))  # only when this run owns it (below)
     if run.spec is None or needs_own_account(run.spec):
         account = account_name(run.name)
         targets += [("RoleBinding", account), ("Role", account), ("ServiceAccount", account)]

@@ -102,6 +102,11 @@ class Kube:
                 self.core.read_namespaced_service,
                 self.core.delete_namespaced_service,
             ),
+            "PersistentVolumeClaim": (
+                self.core.create_namespaced_persistent_volume_claim,
+                self.core.read_namespaced_persistent_volume_claim,
+                self.core.delete_namespaced_persistent_volume_claim,
+            ),
             "ServiceAccount": (
                 self.core.create_namespaced_service_account,
                 self.core.read_namespaced_service_account,

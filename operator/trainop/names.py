@@ -43,3 +43,9 @@ def service_name(run_name: str) -> str:
 def account_name(run_name: str) -> str:
     """The per-run ServiceAccount, Role and RoleBinding."""
     return bounded(run_name, "-trainer", 253)
+
+
+def claim_name(run_name: str) -> str:
+    """The PersistentVolumeClaim the operator creates for a run without a checkpoint store (<= 63: the claim
+    is also the host part of ``pvc://CLAIM/path``, a DNS label)."""
+    return bounded(run_name, "-checkpoints", MAX_LABEL)

@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from trainer.api.spec import (
     DNS_LABEL_PATTERN,
     DURATION_PATTERN,
+    QUANTITY_PATTERN,
+    QUEUE_NAME_PATTERN,
     S3_ENDPOINT_PATTERN,
     S3_URI_RE,
     Resources,
@@ -141,6 +143,21 @@ class Settings(BaseSettings):
         default=None,
         description="s3://bucket/prefix; a run without checkpoint.uri writes to <prefix>/<ns>/<name>.",
     )
+    checkpoint_volume_size: str = Field(
+        default="10Gi",
+        pattern=QUANTITY_PATTERN,
+        description="Without checkpoint_prefix: the size of the PersistentVolumeClaim created for each run.",
+    )
+    checkpoint_volume_storage_class: str | None = Field(
+        default=None,
+        pattern=QUEUE_NAME_PATTERN,  # an object name: a lower-case DNS subdomain
+        description="Its storageClassName; empty: the field is left out (the cluster's default class).",
+    )
+    checkpoint_volume_access_mode: Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"] = Field(
+        default="ReadWriteOnce",
+        description="Its access mode; multi-pod runs (workers > 1, parallel walk-forward folds) need "
+        "ReadWriteMany.",
+    )
     timer_interval_seconds: float = Field(
         default=30.0, gt=0.0, description="Interval of the stall sweep over all runs."
     )
@@ -214,7 +231,9 @@ class Settings(BaseSettings):
             )
         return v
 
-    @field_validator("s3_endpoint", "s3_secret_name", "peering", mode="before")
+    @field_validator(
+        "s3_endpoint", "s3_secret_name", "peering", "checkpoint_volume_storage_class", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return v or None

@@ -45,6 +45,8 @@ ALL_ON = [
     "s3.endpoint=http://minio.minio:9000",
     "--set",
     "s3.secretName=s3-creds",
+    "--set",
+    "s3.checkpointPrefix=s3://models/runs",
 ]
 NAMESPACED = ["--set", "watchNamespaces={ml,research}"]
 CONFIGS = {"default": [], "all-flags": ALL_ON, "namespaced": [*ALL_ON, *NAMESPACED]}
@@ -256,6 +258,8 @@ def test_monitoring_objects_are_off_by_default(helm_bin: str) -> None:
             "resources.limits.cpu: Does not match pattern",
         ),
         (["--set", "s3.checkpointPrefix=models/runs"], "s3.checkpointPrefix: Does not match pattern"),
+        (["--set", "checkpointVolume.accessMode=ReadOnlyMany"], "checkpointVolume.accessMode must be one of"),
+        (["--set", "checkpointVolume.size=lots"], "checkpointVolume.size: Does not match pattern"),
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(helm_bin: str, args: list[str], message: str) -> None:
@@ -340,6 +344,9 @@ def test_operator_deployment(helm_bin: str) -> None:
         "TRAINOP_S3_ENDPOINT": "http://minio.minio:9000",
         "TRAINOP_S3_SECRET_NAME": "s3-creds",
         "TRAINOP_CHECKPOINT_PREFIX": "s3://models/runs",
+        "TRAINOP_CHECKPOINT_VOLUME_SIZE": "10Gi",
+        "TRAINOP_CHECKPOINT_VOLUME_STORAGE_CLASS": "",
+        "TRAINOP_CHECKPOINT_VOLUME_ACCESS_MODE": "ReadWriteOnce",
         "TRAINOP_TIMER_INTERVAL_SECONDS": "30",
     }
     assert c["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
@@ -353,6 +360,25 @@ def test_operator_deployment(helm_bin: str) -> None:
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert c["resources"]["requests"] and c["resources"]["limits"]
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+
+
+def test_default_checkpoints_go_to_a_volume_per_run(helm_bin: str) -> None:
+    """No S3 values: no checkpoint prefix, so the operator creates a PersistentVolumeClaim per run."""
+    env = _env(one(render(), "Deployment"))
+    assert env["TRAINOP_CHECKPOINT_PREFIX"] == ""
+    assert env["TRAINOP_CHECKPOINT_VOLUME_STORAGE_CLASS"] == ""  # the cluster's default class
+    custom = render(
+        "--set",
+        "checkpointVolume.size=50Gi",
+        "--set",
+        "checkpointVolume.storageClassName=fast-rwx",
+        "--set",
+        "checkpointVolume.accessMode=ReadWriteMany",
+    )
+    env = _env(one(custom, "Deployment"))
+    assert env["TRAINOP_CHECKPOINT_VOLUME_SIZE"] == "50Gi"
+    assert env["TRAINOP_CHECKPOINT_VOLUME_STORAGE_CLASS"] == "fast-rwx"
+    assert env["TRAINOP_CHECKPOINT_VOLUME_ACCESS_MODE"] == "ReadWriteMany"
 
 
 def test_watch_namespaces_env(helm_bin: str) -> None:
@@ -412,6 +438,7 @@ EXPECTED_NAMESPACED_RULES = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "create", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "serviceaccounts"): {"get", "create", "patch", "delete"},

@@ -78,6 +78,18 @@ BAD_RUNS = [
         "lost with the pod",
     ),
     ("checkpoint-relative-path", {"checkpoint": {"uri": "runs/x"}}, "spec.checkpoint.uri", "pod's own"),
+    (
+        "checkpoint-pvc-bad-claim",
+        {"checkpoint": {"uri": "pvc://Claim/x"}},
+        "spec.checkpoint.uri",
+        "DNS label",
+    ),
+    (
+        "checkpoint-pvc-dot-dot",
+        {"checkpoint": {"uri": "pvc://c/../x"}},
+        "spec.checkpoint.uri",
+        "inside the claim",
+    ),
     ("image-with-whitespace", {"image": "registry.example/trainer: 1.2"}, "spec.image", "no spaces"),
     ("image-upper-case-repository", {"image": "Trainer:1.2"}, "spec.image", "lower case"),
     ("image-empty-tag", {"image": "trainer:"}, "spec.image", "image reference"),

@@ -234,10 +234,10 @@ def test_builders_are_deterministic() -> None:
     assert job_of(run_of(), SETTINGS) == job_of(run_of(), SETTINGS)
 
 
-def test_checkpoint_uri_required_without_prefix() -> None:
-    with pytest.raises(SpecError) as err:
-        job_of(run_of(), Settings())
-    assert err.value.problems[0].startswith("spec.checkpoint.uri:")
+def test_without_a_prefix_the_run_checkpoints_to_its_own_claim() -> None:
+    """No longer 'spec.checkpoint.uri: required in a cluster' (trainop.checkpoint_store)."""
+    spec = builders.validate_run(run_of(), Settings())
+    assert spec.checkpoint.uri == "pvc://sol-tft-checkpoints/sol-tft"
 
 
 def test_invalid_spec_names_the_field() -> None:

@@ -55,9 +55,8 @@ def kube(kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kube]:
 
 
 def owned(kind: str, name: str, namespace: str, uid: str, **fields: Any) -> dict[str, Any]:
-    api_version = {"Job": "batch/v1", "ServiceAccount": "v1", "Service": "v1"}.get(
-        kind, "rbac.authorization.k8s.io/v1"
-    )
+    core = {"ServiceAccount": "v1", "Service": "v1", "PersistentVolumeClaim": "v1"}
+    api_version = {"Job": "batch/v1", **core}.get(kind, "rbac.authorization.k8s.io/v1")
     owner = {"apiVersion": "cryptopredictor.dev/v1alpha1", "kind": "TrainingRun", "name": "r", "uid": uid}
     meta = {"name": name, "namespace": namespace, "ownerReferences": [owner]}
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
@@ -124,10 +123,12 @@ def test_delete_children_takes_only_what_the_run_owns(
     kube.create(owned("Job", "r-train", ns, "u-1", **JOB_SPEC))
     kube.create(owned("ServiceAccount", "r-trainer", ns, "u-1"))
     kube.create(owned("Role", "r-trainer", ns, "u-2", rules=[]))  # another run's: kept
+    claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    kube.create(owned("PersistentVolumeClaim", "r-checkpoints", ns, "u-1", spec=claim))
     rt = Runtime.create(Settings(), kube)
     try:
         run = Run(namespace=ns, name="r", uid="u-1", spec=TrainingRunSpec.model_validate({"symbol": "SOL"}))
-        assert delete_children(rt, run, []) == ["Job", "ServiceAccount"]
+        assert delete_children(rt, run, []) == ["Job", "PersistentVolumeClaim", "ServiceAccount"]
         assert delete_children(rt, run, []) == []
     finally:
         rt.pool.shutdown()

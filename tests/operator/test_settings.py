@@ -49,6 +49,20 @@ def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "checkpoint_prefix='s3://ckpt/runs'" in s.describe()
 
 
+def test_checkpoint_volume_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("SIZE", "STORAGE_CLASS", "ACCESS_MODE"):
+        monkeypatch.delenv(f"TRAINOP_CHECKPOINT_VOLUME_{key}", raising=False)
+    s = Settings()
+    assert (s.checkpoint_volume_size, s.checkpoint_volume_access_mode) == ("10Gi", "ReadWriteOnce")
+    assert s.checkpoint_volume_storage_class is None
+    monkeypatch.setenv("TRAINOP_CHECKPOINT_VOLUME_SIZE", "50Gi")
+    monkeypatch.setenv("TRAINOP_CHECKPOINT_VOLUME_STORAGE_CLASS", "")  # what the chart passes for "default"
+    monkeypatch.setenv("TRAINOP_CHECKPOINT_VOLUME_ACCESS_MODE", "ReadWriteMany")
+    s = Settings()
+    assert s.checkpoint_volume_size == "50Gi" and s.checkpoint_volume_access_mode == "ReadWriteMany"
+    assert s.checkpoint_volume_storage_class is None
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
@@ -57,6 +71,9 @@ def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CHECKPOINT_PREFIX", "s3://X/y"),
         ("CHECKPOINT_PREFIX", "/data/checkpoints"),  # each pod's own filesystem: lost with the pod
         ("S3_ENDPOINT", "minio.minio:9000"),  # no scheme: every Job would fail in its pod
+        ("CHECKPOINT_VOLUME_SIZE", "lots"),  # every claim would be rejected
+        ("CHECKPOINT_VOLUME_STORAGE_CLASS", "Fast_SSD"),
+        ("CHECKPOINT_VOLUME_ACCESS_MODE", "ReadOnlyMany"),  # the trainer writes its checkpoints
     ],
 )
 def test_bad_env_fails_with_the_name(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:

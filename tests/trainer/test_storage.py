@@ -58,7 +58,7 @@ def test_malformed_uri_message_is_exact() -> None:
 
 
 def test_unsupported_scheme() -> None:
-    with pytest.raises(MalformedURIError, match="only local paths and s3://"):
+    with pytest.raises(MalformedURIError, match="only local paths, s3://bucket/prefix and pvc://CLAIM/path"):
         parse_uri("gs://bucket/x")
 
 

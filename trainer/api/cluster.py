@@ -8,6 +8,7 @@ trial). ``procs_per_worker`` is the one place the default "one process per GPU o
 
 from __future__ import annotations
 
+from trainer.api.patterns import PVC_URI_RE
 from trainer.api.spec import GPU_RESOURCE, S3_URI_RE, TrainingRunSpec
 
 __all__ = ["cluster_problems", "gpu_limit", "procs_per_worker"]
@@ -27,14 +28,16 @@ def procs_per_worker(spec: TrainingRunSpec) -> int:
 
 def cluster_problems(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
     """What a run needs in a cluster beyond the model (the operator checks this before it creates a Job):
-    checkpoints in S3, since a pod's own filesystem (a path, ``file://``) is lost with every retry; a global
-    batch that gives every training process at least one row; no more processes per pod than its GPUs."""
+    checkpoints in S3 or on a PersistentVolumeClaim (``pvc://CLAIM/path``), since a pod's own filesystem (a
+    path, ``file://``) is lost with every retry; a global batch that gives every training process at least one
+    row; no more processes per pod than its GPUs."""
     problems = []
     uri = spec.checkpoint.uri
-    if uri and not S3_URI_RE.match(uri):
+    if uri and not S3_URI_RE.match(uri) and not PVC_URI_RE.match(uri):
         problems.append(
             f"{prefix}.checkpoint.uri: {uri!r} is the pod's own filesystem, lost with the pod (every retry would "
-            "start over); in a cluster use s3://bucket/prefix, or leave it empty for the operator's prefix"
+            "start over); in a cluster use s3://bucket/prefix or pvc://CLAIM/path (a PersistentVolumeClaim), "
+            "or leave it empty for the operator's default store"
         )
     procs = procs_per_worker(spec)
     world = spec.workers * procs

@@ -19,9 +19,14 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 S3_ENDPOINT_PATTERN = r"^https?://[^\s/@]+(:\d+)?(/.*)?$"
 # The checkpoint/data URIs: a local path or s3://bucket/prefix (bucket names per the S3 rules).
 S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
-# In a TrainingRun object (the CRD) checkpoints must go to S3: a pod's own filesystem is lost with the pod, so
-# every retry would start over. Only the scheme is a CRD pattern; the model checks the bucket (cluster_problems).
-CLUSTER_CHECKPOINT_PATTERN = r"^s3://"
+# A PersistentVolumeClaim as a checkpoint store: pvc://CLAIM[/path], CLAIM a DNS-1123 label (the operator mounts
+# it at <TRAINER_PVC_ROOT>/CLAIM; the trainer maps the URI to that directory). No "." or ".." path segments: the
+# path must stay inside the claim.
+PVC_URI_RE = re.compile(r"^pvc://(?P<claim>[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)(?:/(?P<path>\S*))?$")
+# In a TrainingRun object (the CRD) checkpoints must outlive the pod: S3 or a PersistentVolumeClaim (a pod's own
+# filesystem is lost with it, so every retry would start over). The CRD pattern checks the scheme and the claim
+# name; the model checks the bucket and the path (cluster_problems, CheckpointSpec).
+CLUSTER_CHECKPOINT_PATTERN = r"^(s3://|pvc://[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(/|$))"
 # Container image references (the distribution/reference grammar, without IPv6 hosts): [host[:port]/]path[:tag]
 # [@digest], the path lower case. Character classes are spelled out: the same text is a pydantic (Rust), CRD
 # (Go) and Python pattern, and ``\w`` means different things in them.
@@ -79,3 +84,17 @@ def image_problem(image: str) -> str | None:
 def node_selector_problems(selector: dict[str, str]) -> list[str]:
     """Why ``selector``'s keys and values are not Kubernetes label keys and values (empty: they are)."""
     return [p for k, v in selector.items() for p in (label_key_problem(k), label_value_problem(v)) if p]
+
+
+def split_pvc_uri(uri: str) -> tuple[str, str]:
+    """``pvc://CLAIM/a/b/`` -> ``("CLAIM", "a/b")``; ValueError saying what is wrong with any other text."""
+    m = PVC_URI_RE.match(uri)
+    if not m:
+        raise ValueError(
+            f"'{uri}' is not a PersistentVolumeClaim URI: expected pvc://CLAIM[/path], CLAIM a lower-case DNS "
+            "label (at most 63 letters, digits and '-')"
+        )
+    parts = [p for p in (m.group("path") or "").split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"'{uri}': '.' and '..' are not allowed in the path (it must stay inside the claim)")
+    return m.group("claim"), "/".join(parts)

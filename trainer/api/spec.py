@@ -64,6 +64,7 @@ from trainer.api.patterns import (
 from trainer.api.patterns import (
     node_selector_problems as node_selector_problems,
 )
+from trainer.api.patterns import split_pvc_uri
 
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
@@ -167,8 +168,10 @@ class CheckpointSpec(_Model):
     uri: str | None = Field(
         default=None,
         description=(
-            "s3://bucket/prefix (locally also a directory). Empty locally: runs/<name>; in a cluster: the "
-            "operator's prefix/<namespace>/<name>. A pod's own filesystem is refused: it is lost with the pod."
+            "s3://bucket/prefix or pvc://CLAIM/path (an existing PersistentVolumeClaim the operator mounts; "
+            "locally also a directory). Empty locally: runs/<name>; in a cluster: the operator's "
+            "prefix/<namespace>/<name>, or without one a PersistentVolumeClaim the operator creates for the "
+            "run (pvc://<name>-checkpoints/<name>). A pod's own filesystem is refused: it is lost with the pod."
         ),
         json_schema_extra={"pattern": CLUSTER_CHECKPOINT_PATTERN},
     )
@@ -194,6 +197,8 @@ class CheckpointSpec(_Model):
     def _uri_shape(cls, v: str | None) -> str | None:
         if v is not None and v.startswith("s3:") and not S3_URI_RE.match(v):
             raise ValueError(f"'{v}' is not a valid S3 URI; expected s3://bucket/prefix")
+        if v is not None and v.startswith("pvc:"):
+            split_pvc_uri(v)  # its ValueError names what is wrong
         return v
 
 

@@ -119,6 +119,10 @@ cluster-wide mode and the per-namespace Roles).
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# The checkpoint PersistentVolumeClaim of each run without an S3 store (created with it, deleted with it).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create", "delete"]
 # Kubernetes events about runs (kopf posts to the core API; the events.k8s.io API for newer clients).
 - apiGroups: [""]
   resources: ["events"]

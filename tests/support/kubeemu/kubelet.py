@@ -35,6 +35,11 @@ cluster resolves ``<hostname>.<subdomain>[.<ns>[.svc[.cluster.local]]]`` through
 per-pod records. torch's TCPStore/gloo resolve in C++, so for a template with a ``subdomain`` the kubelet
 rewrites those names in the container's command, args and env values to ``127.0.0.1`` (ports kept).
 
+PersistentVolumeClaim test shim (``volumes``): each claim a pod mounts is a local directory
+``<workdir>/pvs/<namespace>/<claim>`` kept across pods; env values at, under or above a claim's mountPath are
+rewritten to the pod's mount tree (``<workdir>/<pod>.mounts``, symlinks into those directories); a pod whose claim
+does not exist stays Pending (Unschedulable) until it does.
+
 Termination-message test shim: a local process cannot write a container's ``terminationMessagePath``
 (default ``/dev/termination-log``). So each pod gets a file of its own, ``<workdir>/<pod>.termination-log``,
 and every occurrence of that path (of ``/dev/termination-log`` when the field is absent) in the container's
@@ -66,7 +71,7 @@ from typing import Any
 
 from tests.support.procs import stop_process
 
-from . import hostnames, indexed
+from . import hostnames, indexed, volumes
 from .client import Api, ApiResponseError
 
 Condition = tuple[str, str, str, str]  # type, status, reason, message
@@ -145,6 +150,8 @@ class Kubelet:
         self.errors: list[str] = []
         # backoffLimitPerIndex: (job uid, index) -> the index's counted and ignored pod failures so far
         self._index_failures: dict[tuple[str, int], tuple[int, int]] = {}
+        # (job uid, index) -> the pod left Pending because a claim it mounts is missing (``volumes``)
+        self._unscheduled: dict[tuple[str, int | None], str] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
@@ -343,7 +350,20 @@ class Kubelet:
     def _start(self, job: dict[str, Any], index: int | None = None) -> None:
         namespace = job["metadata"]["namespace"]
         meta, spec = self._pod(job, index)
-        self.api.create(f"/api/v1/namespaces/{namespace}/pods", {"metadata": meta, "spec": spec})
+        key = (job["metadata"]["uid"], index)
+        claims = volumes.claims(spec)
+        unschedulable = volumes.unavailable(self.api, namespace, claims) if claims else None
+        if key in self._unscheduled:  # the pod made while its claim was missing: this one starts now
+            meta["name"] = self._unscheduled[key]
+        else:
+            self.api.create(f"/api/v1/namespaces/{namespace}/pods", {"metadata": meta, "spec": spec})
+        if unschedulable:
+            if key not in self._unscheduled:
+                self._unscheduled[key] = meta["name"]
+                path = f"/api/v1/namespaces/{namespace}/pods/{meta['name']}/status"
+                self.api.merge(path, volumes.pending_status(unschedulable))
+            return
+        self._unscheduled.pop(key, None)
         container = spec["containers"][0]
         pod_path = f"/api/v1/namespaces/{namespace}/pods/{meta['name']}/status"
         try:
@@ -363,6 +383,10 @@ class Kubelet:
         termination_log.write_bytes(b"")
         target = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
         env = {key: value.replace(target, str(termination_log)) for key, value in env.items()}
+        if claims:  # the PersistentVolumeClaim shim, see ``volumes``
+            root, mount_paths = volumes.mount(self.workdir, namespace, meta["name"], spec, container)
+            env = volumes.rewrite(env, root, mount_paths)
+            volumes.bind(self.api, namespace, claims)
         run = self._spawn(
             job, meta["name"], container, argv, {**self.extra_env, **env}, index, termination_log
         )

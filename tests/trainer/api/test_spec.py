@@ -157,6 +157,8 @@ def test_unreadable_manifest_names_the_file(tmp_path: Path, content: bytes | Non
         ({"nodeSelector": {"ok": "-bad"}}, "spec.nodeSelector", "not a label value"),
         ({"stallTimeout": "forever"}, "spec.stallTimeout", "a duration such as 90s, 15m or 1h30m"),
         ({"checkpoint": {"s3Endpoint": "minio:9000"}}, "spec.checkpoint.s3Endpoint", "a URL such as"),
+        ({"checkpoint": {"uri": "pvc://My_Claim/x"}}, "spec.checkpoint.uri", "lower-case DNS label"),
+        ({"checkpoint": {"uri": "pvc://c/../x"}}, "spec.checkpoint.uri", "must stay inside the claim"),
     ],
 )
 def test_cluster_fields_name_the_field_and_what_is_allowed(
@@ -167,14 +169,41 @@ def test_cluster_fields_name_the_field_and_what_is_allowed(
     assert "Value error," not in p
 
 
-def test_checkpoint_uri_in_a_cluster_must_be_s3() -> None:
+@pytest.mark.parametrize(
+    ("uri", "accepted"),
+    [
+        ("/data/ckpt", False),
+        ("file:///etc", False),
+        ("runs/x", False),
+        ("/var/lib/trainer/pvc/c/x", False),  # the mount path itself: name the claim instead
+        ("s3://b-1/x", True),
+        ("pvc://sol-tft-checkpoints/sol-tft", True),
+        ("pvc://shared", True),
+        (None, True),  # the operator fills in its prefix or the run's own claim
+    ],
+)
+def test_checkpoint_uri_in_a_cluster_must_outlive_the_pod(uri: str | None, accepted: bool) -> None:
     from trainer.api.cluster import cluster_problems
 
-    for uri in ("/data/ckpt", "file:///etc", "runs/x"):
-        [p] = cluster_problems(parse_spec({"symbol": "SOL", "checkpoint": {"uri": uri}}))
-        assert p.startswith("spec.checkpoint.uri:") and "s3://bucket/prefix" in p and repr(uri) in p
-    assert cluster_problems(parse_spec({"symbol": "SOL", "checkpoint": {"uri": "s3://b-1/x"}})) == []
-    assert cluster_problems(parse_spec({"symbol": "SOL"})) == []  # the operator fills in its prefix
+    found = cluster_problems(parse_spec({"symbol": "SOL", "checkpoint": {"uri": uri}}))
+    if accepted:
+        assert found == []
+        return
+    [p] = found
+    assert p.startswith("spec.checkpoint.uri:") and repr(uri) in p
+    assert "s3://bucket/prefix" in p and "pvc://CLAIM/path" in p
+
+
+def test_the_crd_pattern_of_checkpoint_uri_matches_the_cluster_rule() -> None:
+    """The CRD's pattern (Go) refuses at admission what cluster_problems would refuse later."""
+    import re
+
+    from trainer.api.patterns import CLUSTER_CHECKPOINT_PATTERN
+
+    for uri in ("s3://b-1/x", "pvc://c", "pvc://c/x/y", "pvc://0-c/"):
+        assert re.match(CLUSTER_CHECKPOINT_PATTERN, uri), uri
+    for uri in ("/data", "file:///x", "pvc://", "pvc://C/x", "pvc://-c", "pvc://c_d/x", "pvc://" + "c" * 64):
+        assert not re.match(CLUSTER_CHECKPOINT_PATTERN, uri), uri
 
 
 def test_manifest_whose_spec_is_not_an_object() -> None:
