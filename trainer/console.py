@@ -14,7 +14,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from trainer.loop import EpochStats
+# torch-free (not trainer.loop): the operator's CLI draws this bar too (trainop.client_display)
+from trainer.api.status import EpochStats
 
 
 class Progress:
