@@ -162,6 +162,9 @@ def test_operator_imports_without_trainer_dependencies() -> None:
         "            raise ImportError(name + ' is not in the operator image')\n"
         "sys.meta_path.insert(0, Block())\n"
         "import trainop.__main__, trainop.handlers, trainop.prometheus, trainop.settings, trainer.api\n"
+        # the client commands too, with plain lines instead of the bar where tqdm is missing
+        "import io, trainop.client_cli, trainop.client_display as d\n"
+        "assert isinstance(d.make_display(io.StringIO(), terminal=True), d.PlainDisplay)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "operator")])}
     res = subprocess.run(

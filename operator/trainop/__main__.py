@@ -1,10 +1,13 @@
-"""``python -m trainop``: run the operator with the ``TRAINOP_*`` settings.
+"""``python -m trainop``: run the operator with the ``TRAINOP_*`` settings; ``python -m trainop COMMAND``: the
+client commands (``submit``, ``logs``, ``wait``, ``list``: ``trainop.client_cli``).
 
 Why not only ``kopf run``: the Helm chart sets environment variables, not flags; this maps
 ``TRAINOP_NAMESPACES`` to kopf's namespaces (empty: cluster-wide) and ``TRAINOP_PEERING`` to peering (unset:
 standalone, one replica) and ``TRAINOP_LOG_FORMAT`` to kopf's log format (JSON lines in a pod). A bad
 ``TRAINOP_*`` value stops it at once with the variable's name, and the key inside a JSON one such as
-``TRAINOP_TRAINER_PROFILES`` (exit code 2)."""
+``TRAINOP_TRAINER_PROFILES`` (exit code 2). Without arguments (the chart's command) it is the operator, exactly
+as before the client commands existed; those are imported only when asked for, so the operator's start-up
+imports nothing of theirs."""
 
 from __future__ import annotations
 
@@ -48,5 +51,14 @@ def main() -> int:
     return 0
 
 
+def entry(argv: list[str]) -> int:
+    """No arguments or ``operator``: the operator; anything else: a client command (``--help`` lists them)."""
+    if not argv or argv == ["operator"]:
+        return main()
+    from .client_cli import main as client_main
+
+    return client_main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry(sys.argv[1:]))
