@@ -6,8 +6,8 @@ file does not exist fails as the trainer refuses it (exit 2, InvalidConfig, the 
 second submit of the same file creates nothing and says so, a changed file is refused (exit 5), ``wait``
 gives each run's outcome as its exit code, ``logs`` prints the trainer's lines, ``list`` shows both, and a
 re-attached ``submit --follow`` in a terminal draws the trainer's bar. Against the emulator the kubelet harness
-runs the pods as local processes and the emulator serves ``pods/log`` from its work directory; with KUBECONFIG set the same test runs on
-a real cluster (the E2E_* variables of tests/test_e2e.py).
+runs the pods as local processes and the emulator serves ``pods/log`` from its work directory; with KUBECONFIG
+set the same test runs on a real cluster (the E2E_* variables of tests/test_e2e.py).
 """
 
 from __future__ import annotations
