@@ -303,10 +303,41 @@ def job_to_conditions(
             where = f" on node {node}" if node else ""
             pod_name = (pod.get("metadata") or {}).get("name", "")
             updates.append((RUNNING, "True", "PodRunning", f"pod {pod_name} is running{where}"))
+        elif finishing := _finishing(pods):
+            updates.append(finishing)
         else:
             reason, message = pending_reason(job, pods)
             updates.append((RUNNING, "False", reason, message))
     return Observation(updates, count, start, end)
+
+
+# Exit codes the podFailurePolicy turns into a failed Job at once (``builders.pod_failure_policy``).
+FAIL_JOB_EXIT_CODES = frozenset({exitcodes.INVALID_CONFIG, exitcodes.NAN_LOSS})
+
+
+def _finishing(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str, str, str] | None:
+    """The moment between the trainer's exit and the Job controller's verdict: no live pod, and the newest one
+    either succeeded (the run is finishing, not back to Pending) or exited with a code that fails the Job at once
+    (the run is failing, not Restarting). None otherwise."""
+    if any((p.get("status") or {}).get("phase") in (None, "Pending", "Running") for p in pods):
+        return None
+    ended = sorted((p for p in pods if terminated(p)), key=_pod_sort_key)
+    if not ended:
+        return None
+    newest, term = ended[-1], terminated(ended[-1]) or {}
+    name = (newest.get("metadata") or {}).get("name", "")
+    if (newest.get("status") or {}).get("phase") == "Succeeded":
+        return (
+            RUNNING,
+            "True",
+            "TrainerFinished",
+            f"pod {name}: the trainer finished; the Job is completing",
+        )
+    code = term.get("exitCode")
+    if isinstance(code, int) and code in FAIL_JOB_EXIT_CODES:
+        reason = EXIT_REASONS[code]
+        return (RUNNING, "False", reason, f"{EXIT_DETAILS[reason]}; the Job fails without a retry")
+    return None
 
 
 def _gang_running(

@@ -196,6 +196,26 @@ def test_starting_and_waiting_for_pod() -> None:
     assert updates_of(job(failed=1), [failed])["Running"] == ("False", "Restarting")
 
 
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        # The trainer exited 0 and the Job is not Complete yet: still Running, never back to Pending.
+        ([pod("Succeeded", terminated={"exitCode": 0})], ("True", "TrainerFinished")),
+        # Exit codes the podFailurePolicy fails the Job on: the reason at once, never "Restarting".
+        ([pod("Failed", terminated={"exitCode": 2, "reason": "Error"})], ("False", "InvalidConfig")),
+        ([pod("Failed", terminated={"exitCode": 4, "reason": "Error"})], ("False", "NaNLoss")),
+        # A retried failure (exit 1, 3) waits for the next pod; a live pod decides by itself.
+        ([pod("Failed", terminated={"exitCode": 3, "reason": "Error"})], ("False", "Restarting")),
+        (
+            [pod("Succeeded", terminated={"exitCode": 0}), pod("Pending", waiting="ContainerCreating")],
+            ("False", "Starting"),
+        ),
+    ],
+)
+def test_between_exit_and_job_verdict(pods: list[dict[str, Any]], expected: tuple[str, str]) -> None:
+    assert updates_of(job(failed=1), pods)["Running"] == expected
+
+
 def test_succeeded() -> None:
     obs = job_to_conditions(
         job(("Complete", "CompletionsReached", "done"), completionTime="2026-01-02T05:00:00Z"),
