@@ -36,6 +36,12 @@ def cluster_problems(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
             f"{prefix}.checkpoint.uri: {uri!r} is the pod's own filesystem, lost with the pod (every retry would "
             "start over); in a cluster use s3://bucket/prefix, or leave it empty for the operator's prefix"
         )
+    pointer = spec.promotion.uri if spec.promotion else None
+    if pointer and not S3_URI_RE.match(pointer):
+        problems.append(
+            f"{prefix}.promotion.uri: {pointer!r} is the pod's own filesystem, lost with the pod (and current.json "
+            "with it); in a cluster use s3://bucket/prefix, or leave it empty for the checkpoint prefix's parent"
+        )
     procs = procs_per_worker(spec)
     world = spec.workers * procs
     if spec.training.batch_size < world:

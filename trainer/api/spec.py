@@ -58,6 +58,7 @@ from trainer.api.patterns import (
 from trainer.api.patterns import (
     label_value_problem as label_value_problem,
 )
+from trainer.api.promotion import PromotionSpec as PromotionSpec
 
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
@@ -353,6 +354,13 @@ class TrainingRunSpec(_Model):
             "pooled metrics go to the status. Not combined with workers > 1."
         ),
     )
+    promotion: PromotionSpec | None = Field(
+        default=None,
+        description=(
+            "Promote this run's model to <uri>/current.json when it beats the current one by minImprovement "
+            "(the trainer decides at the end of a successful run; status.promotion says what it decided)."
+        ),
+    )
     procs_per_worker: int | None = Field(
         default=None,
         ge=1,
@@ -441,6 +449,15 @@ class TrainingRunSpec(_Model):
             raise ValueError(
                 f"walkForward.refitEvery: {wf.refit_every} makes {len(folds)} folds, more than {MAX_FOLDS}; "
                 "refit less often or shorten the period"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _promotion_has_a_model(self) -> TrainingRunSpec:
+        if self.promotion is not None and self.walk_forward is not None:
+            raise ValueError(
+                "promotion: a walk-forward run (spec.walkForward) trains one model per fold and stores none to "
+                "promote; promote from a plain training run, or remove promotion"
             )
         return self
 

@@ -7,7 +7,7 @@ key; with one model a key cannot be spelt one way by its writer and another by i
 Who writes what: the operator owns ``phase``/``reason``/``message``/``conditions``/``jobName``/``startTime``/
 ``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``, and for a walk-forward run
 ``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the trainer owns
-``progress``, ``checkpoint`` and a single training's ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
+``progress``, ``checkpoint``, a single training's ``metrics``, and at its end ``forecast`` and ``promotion``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
 where ``None`` deletes a field (the ETA once a run is finished).
 
 Values a person reads (``kubectl get tr``, ``describe``) are rounded here, where the status is made: floats to 4
@@ -41,6 +41,7 @@ PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 ConditionType = Literal["JobCreated", "Running", "Succeeded", "Failed", "Stalled", "Suspended"]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 SIGNIFICANT_DIGITS = 4
+PRECISE_DIGITS = 6
 
 
 def significant(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> float | None:
@@ -73,6 +74,11 @@ def _integer(value: Any) -> Any:
 
 #: A float a person reads: 4 significant digits, null when not finite.
 Number = Annotated[float | None, BeforeValidator(_number), AfterValidator(significant)]
+#: A price or a compared figure: 6 significant digits (a 4-digit price hides a move; a 4-digit pinball hides a
+#: margin), null when not finite.
+Precise = Annotated[
+    float | None, BeforeValidator(_number), AfterValidator(lambda v: significant(v, PRECISE_DIGITS))
+]
 #: An integer (counts, epochs); a float is rounded to the nearest integer (samples/s).
 Integer = Annotated[int | None, BeforeValidator(_integer)]
 #: An RFC 3339 time as the API server stores it (``2026-01-02T03:04:05Z``); kept as text so that it round-trips.
@@ -189,6 +195,43 @@ class Metrics(_Status):
     folds_total: Integer = None
 
 
+class ForecastDay(_Status):
+    """One day of the published forecast: its date and a price per quantile of ForecastStatus.quantiles."""
+
+    date: str
+    values: list[Precise]
+
+
+class ForecastStatus(_Status):
+    """The next horizon after the last candle, by the shipped best model; the trainer's, at a run's end."""
+
+    # forecast.json at ``uri`` holds every quantile; this is the band and the median (trainer.publish).
+
+    symbol: str | None = None
+    origin: str | None = None  # the last candle used (YYYY-MM-DD)
+    origin_close: Precise = None
+    generated_at: Timestamp = None
+    uri: str | None = None
+    quantiles: list[float] | None = None
+    days: list[ForecastDay] | None = None
+
+
+class PromotionStatus(_Status):
+    """The trainer's decision on spec.promotion at a run's end; message says why, also when it could not decide."""
+
+    promoted: bool | None = None
+    metric: Literal["pinball", "mase"] | None = None
+    source: Literal["validation", "walkForward"] | None = None
+    value: Precise = None  # this run's
+    incumbent: Precise = (
+        None  # the current model's, on this run's validation windows where it could be scored
+    )
+    min_improvement: float | None = None
+    model_uri: str | None = None  # this run's best.pt
+    current_uri: str | None = None  # the current.json compared with (and written, when promoted)
+    message: str | None = Field(default=None, max_length=4096)
+
+
 FoldPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -246,6 +289,8 @@ class TrainingRunStatus(_Status):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["index"]},
     )
     folds_display: str | None = None
+    forecast: ForecastStatus | None = None
+    promotion: PromotionStatus | None = None
     # kopf keeps its own handler bookkeeping under status.kopf when no annotations storage is used.
     kopf: Annotated[
         dict[str, Any] | None,
