@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from trainer.api.errors import ConfigError, InputError
+from trainer.api.promotion import CURRENT, CurrentModel, parse_current
 from trainer.api.spec import TrainingRunSpec
 from trainer.storage import LocalStorage, ObjectNotFoundError, Storage, StorageError, parse_uri, storage_for
 
@@ -213,6 +214,16 @@ class CheckpointReader:
             raise NoValidCheckpointError(f"no intact checkpoint under {self.uri()}: " + "; ".join(skipped))
         return None
 
+    def verified_best(self) -> Record:
+        """best.pt as stored now, read back and checked against best.json: what a promotion may point at.
+        ObjectNotFoundError (absent), CheckpointIntegrityError (no record, or bytes that do not match it)."""
+        obj = self._read_json(BEST_RECORD)
+        if obj is None:
+            raise CheckpointIntegrityError(f"{self.uri(BEST_RECORD)} is missing or unreadable")
+        rec = Record.from_dict(obj)
+        self._fetch_verified(rec)
+        return rec
+
     def load_checkpoint(
         self, uri_or_path: str, map_location: str | torch.device | None = None
     ) -> LoadedCheckpoint:
@@ -243,6 +254,26 @@ class CheckpointReader:
         state = deserialize(data, uri, map_location or self.map_location)
         epoch = rec.epoch if rec.epoch >= 0 else int(state.get("epoch", -1))
         return LoadedCheckpoint(state, epoch, uri, rec.sha256)
+
+
+def current_pointer(uri: str, endpoint: str | None) -> CurrentModel | None:
+    """The promoted model named by ``<prefix>/current.json`` or ``<prefix>/current`` (``predict --checkpoint``);
+    None when ``uri`` names no pointer (``.../current`` without a current.json beside it is a plain prefix)."""
+    head, _, last = uri.rstrip("/").rpartition("/")
+    if last not in ("current", CURRENT) or head.endswith(":/"):
+        return None
+    storage = storage_for(head or ".", endpoint)
+    where = storage.uri_for(CURRENT)
+    try:
+        raw = storage.get(CURRENT)
+    except ObjectNotFoundError:
+        if last == CURRENT:
+            raise ConfigError(f"{where} does not exist: nothing has been promoted under {head} yet") from None
+        return None
+    try:
+        return parse_current(json.loads(raw), where)
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointIntegrityError(f"{where} is unreadable: {str(exc).splitlines()[0]}") from None
 
 
 def resolve_resume(

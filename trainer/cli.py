@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--checkpoint",
             required=name != "backtest",
-            help="output directory, s3:// prefix or checkpoint file",
+            help="output directory, s3:// prefix, checkpoint file, or a promotion's <prefix>/current",
         )
         p.add_argument("--data", help="CSV/Parquet path or s3:// URI; default: the bundled candles")
         p.add_argument(
@@ -466,6 +466,8 @@ def _validate_args(args: argparse.Namespace) -> None:
     path = _local_path(checkpoint) if checkpoint else None
     if checkpoint is None or path is None:
         return
+    if path.name in ("current", "current.json") and (path.parent / "current.json").is_file():
+        return  # a promotion's pointer: evaluate.load_model follows it to the promoted model
     if path.is_dir():
         if (path / "best.pt").is_file():
             if checkpoint.endswith(".pt"):  # evaluate.load_model goes by the suffix: name the file itself

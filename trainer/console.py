@@ -202,6 +202,10 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("missing days filled", summary["filled_days"]),
         ("output", summary["output"]),
     ]
+    if summary.get("forecast"):
+        rows.append(("next forecast", forecast_line(summary["forecast"])))
+    if summary.get("promotion"):
+        rows.append(("promotion", summary["promotion"]["message"]))
     title = f"Result: {_headline(m, summary.get('median'))}"
     parts = [table(rows, title=title), "", comparison_table(m), ""]
     parts += [f"  {line}" for line in verdict(m, summary.get("median"), summary.get("band"))]
@@ -209,6 +213,17 @@ def summary_table(summary: dict[str, Any]) -> str:
         "  (validation metrics are in-sample for the band's recalibration; walk-forward backtests are not)"
     )
     return "\n".join(parts) + "\n"
+
+
+def forecast_line(forecast: dict[str, Any]) -> str:
+    """``status.forecast`` as one line: the horizon's last day, its band and median, the file it is in."""
+    last = forecast["days"][-1]
+    names = " / ".join(f"q{q:g}" for q in forecast["quantiles"])
+    values = " / ".join(f"{v:,.6g}" for v in last["values"])
+    return (
+        f"{last['date']} (day {len(forecast['days'])}): {values} ({names}) from close "
+        f"{forecast['originClose']:,.6g} on {forecast['origin']}; {forecast['uri']}"
+    )
 
 
 def backtest_report(result: dict[str, Any], title: str) -> str:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from trainer.api.errors import ConfigError
 from trainer.api.manifest import parse_spec
+from trainer.api.promotion import CurrentModel
 from trainer.api.spec import TrainingRunSpec
 from trainer.calibrate import Calibration, adaptive
 from trainer.candles import Candles, load_candles
@@ -115,9 +116,14 @@ def forecaster_from_state(state: dict[str, Any], source: str) -> Forecaster:
 
 
 def load_model(checkpoint: str, endpoint: str | None = None) -> Forecaster:
-    """``checkpoint``: an output directory / s3:// prefix (its best.pt) or a checkpoint file."""
+    """``checkpoint``: an output directory / s3:// prefix (its best.pt), a checkpoint file, or a promotion's
+    ``<prefix>/current`` (``<prefix>/current.json``): the model it names."""
     from trainer.checkpoint import CheckpointStore
+    from trainer.checkpoint_read import current_pointer
 
+    pointer = current_pointer(checkpoint, endpoint)
+    if pointer is not None:
+        return load_current(pointer, endpoint)
     if checkpoint.endswith(".pt") and not os.path.isdir(checkpoint):  # a directory named x.pt is a directory
         parent = checkpoint.rsplit("/", 1)[0] if "/" in checkpoint else "."
         store = CheckpointStore(parent, endpoint=endpoint)
@@ -125,6 +131,22 @@ def load_model(checkpoint: str, endpoint: str | None = None) -> Forecaster:
     else:
         store = CheckpointStore(checkpoint, endpoint=endpoint)
         loaded = store.load_checkpoint(store.uri("best.pt"))
+    return forecaster_from_state(loaded.state, loaded.uri)
+
+
+def load_current(pointer: CurrentModel, endpoint: str | None = None) -> Forecaster:
+    """The model a current.json names, verified against its run's best.json and the sha256 it was promoted
+    with (a best.pt rewritten since is refused rather than served under the promoted name)."""
+    from trainer.checkpoint import CheckpointStore
+    from trainer.checkpoint_read import CheckpointIntegrityError
+
+    store = CheckpointStore(pointer.prefix, endpoint=endpoint)
+    loaded = store.load_checkpoint(pointer.model)
+    if pointer.sha256 and loaded.sha256 != pointer.sha256:
+        raise CheckpointIntegrityError(
+            f"{loaded.uri} has sha256 {loaded.sha256[:16]}… but was promoted with {pointer.sha256[:16]}…: it "
+            "was rewritten after its promotion"
+        )
     return forecaster_from_state(loaded.state, loaded.uri)
 
 
@@ -218,10 +240,15 @@ def predict(
     fc: Forecaster, data: str | None, *, symbol: str | None = None, endpoint: str | None = None
 ) -> dict[str, Any]:
     """The next horizon after the file's last day: dates with q0.1/q0.5/q0.9 prices."""
-    sym = symbol or fc.spec.symbol
+    candles = load_candles(data, symbol or fc.spec.symbol, endpoint=endpoint)
+    return predict_candles(fc, candles)
+
+
+def predict_candles(fc: Forecaster, candles: Candles) -> dict[str, Any]:
+    """``predict`` on candles already loaded (the end of a run publishes its forecast with it)."""
+    sym = candles.symbol
     idx, zero_shot = fc.symbol_index(sym)
     d = fc.spec.data
-    candles = load_candles(data, sym, endpoint=endpoint)
     w = make_windows(candles.frame, idx, d.input_window, d.horizon, future=True)
     if len(w) == 0:
         raise EvaluationError(

@@ -208,8 +208,10 @@ class _Run:
         self.progress.log("preempted", message=f"stopped by signal {signum}; {where}", uri=uri)
 
     def finish(self, t0: float) -> dict[str, Any]:
-        """Calibrate and evaluate the best model, store it with the artefacts, report the final metrics."""
+        """Calibrate and evaluate the best model, store it with the artefacts, publish its forecast (and
+        promote it: ``trainer.publish``), report the final metrics."""
         from trainer.interpret import importance_png, interpretation
+        from trainer.publish import publish
 
         trainer, split, spec, store = self.trainer, self.split, self.spec, self.store
         forecaster = calibrated_forecaster(trainer, split)
@@ -241,6 +243,9 @@ class _Run:
         store.write_bytes("importance.png", importance_png(summary["interpretation"]))
         store.flush(timeout=spec.checkpoint.upload_deadline_seconds)
         self.report_stored()
+        summary |= publish(
+            spec, self.opts.name, store, self.reporter, forecaster, self.candles[0], split, metrics
+        )
         self.reporter.final(final_metrics(metrics, cal, trainer, float(summary["wall_seconds"])))
         return summary
 

@@ -6,8 +6,10 @@ Why these names are fixed: the alert rules (``TrainingRunFailed`` on ``trainingr
 Prometheus) are written against exactly them.
 
 Per-run gauges are recomputed from each TrainingRun body the operator sees (so they are right again after an
-operator restart) and their series are removed when the run is deleted; the counters count transitions this
-operator process observed."""
+operator restart) and their series are removed when the run is deleted (or no longer in its status: a new
+forecast's days replace the old ones); the counters count transitions this operator process observed. The
+forecast gauges carry the forecast's own symbol (``status.forecast.symbol``), one series per quantile of
+``status.forecast`` (the band and the median) and day ahead."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from trainer.api.status import PHASES, Progress, TrainingRunStatus
+from trainer.api.status import PHASES, ForecastStatus, Progress, TrainingRunStatus
 
 from .conditions import PENDING, PENDING_METRIC_REASONS, STALLED, is_true, parse_time
 
@@ -100,6 +102,12 @@ PENDING_INFO = Gauge(
     [*RUN_LABELS, "reason"],
     registry=REGISTRY,
 )
+FORECAST_PRICE = Gauge(
+    "trainingrun_forecast_price",
+    "The run's published forecast (status.forecast): price at quantile, horizon days after its last candle.",
+    ["namespace", "name", "symbol", "quantile", "horizon"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "trainingrun_reconcile_errors_total", "Handler invocations that raised.", ["handler"], registry=REGISTRY
 )
@@ -131,6 +139,7 @@ _PER_RUN = (
     RESTARTS,
     STALLED_GAUGE,
     PENDING_INFO,
+    FORECAST_PRICE,
 )
 # (namespace, name) -> label values currently exported, so that a run's series can be removed exactly.
 _series: dict[tuple[str, str], dict[Gauge, set[tuple[str, ...]]]] = {}
@@ -206,6 +215,25 @@ def observe_run(body: Mapping[str, Any], symbol: str) -> None:
     last = parse_time(progress.last_progress_time)
     if last is not None:
         _set(LAST_PROGRESS, key, run, last.timestamp())
+    prices = forecast_series(namespace, name, status.forecast)
+    _drop(FORECAST_PRICE, key, set(prices))
+    for values, price in prices.items():
+        _set(FORECAST_PRICE, key, values, price)
+
+
+def forecast_series(
+    namespace: str, name: str, forecast: ForecastStatus | None
+) -> dict[tuple[str, ...], float]:
+    """``trainingrun_forecast_price`` label values -> price: one per quantile and day ahead ("1".."H")."""
+    if forecast is None or not forecast.quantiles or not forecast.days:
+        return {}
+    symbol, quantiles = forecast.symbol or "", forecast.quantiles
+    return {
+        (namespace, name, symbol, f"{q:g}", str(h)): float(v)
+        for h, day in enumerate(forecast.days, start=1)
+        for q, v in zip(quantiles, day.values, strict=False)
+        if v is not None
+    }
 
 
 def forget_run(namespace: str, name: str) -> None:

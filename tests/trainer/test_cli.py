@@ -174,3 +174,52 @@ def test_explain_ranks_variables(trained: tuple[Path, list[dict[str, object]]]) 
     assert sum(r["attention"]["weight"]) + r["attention"]["future_share"] == pytest.approx(1, abs=1e-3)
     text = run_trainer("explain", "--checkpoint", str(out)).stdout
     assert "Encoder variables" in text and "Attention" in text
+
+
+def _prices(day: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in day.items() if k != "date"}
+
+
+def test_run_publishes_the_forecast_predict_makes(trained: tuple[Path, list[dict[str, object]]]) -> None:
+    from trainer.evaluate import load_model, predict
+
+    out, evs = trained
+    doc = json.loads((out / "forecast.json").read_text())
+    expected = predict(load_model(str(out)), None)  # the bundled data, as the run's (no data.start/end)
+    assert (doc["symbol"], doc["origin"], doc["originClose"]) == ("SOL", "2025-06-30", expected["last_close"])
+    assert (doc["horizon"], doc["quantiles"], doc["run"]) == (7, [0.1, 0.5, 0.9], "sol-tft")
+    assert doc["model"] == str(out / "best.pt") and doc["generatedAt"].endswith("Z")
+    assert [d["date"] for d in doc["days"]] == [str(d.date()) for d in pd.date_range("2025-07-01", periods=7)]
+    for day, row in zip(doc["days"], expected["forecast"], strict=True):
+        assert _prices(day) == pytest.approx(_prices(row), rel=1e-6) and day["date"] == row["date"]
+    [summary] = [e for e in evs if e["event"] == "summary"]
+    published = summary["forecast"]
+    assert isinstance(published, dict) and published["uri"] == str(out / "forecast.json")
+    assert published["days"][-1]["values"] == [
+        float(f"{doc['days'][-1][k]:.6g}") for k in ("q0.1", "q0.5", "q0.9")
+    ]
+    assert "promotion" not in summary  # the sample asks for none
+
+
+def test_predict_follows_a_local_current_pointer(
+    trained: tuple[Path, list[dict[str, object]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.checkpoint import CheckpointIntegrityError
+    from trainer.cli import main
+    from trainer.evaluate import load_model
+
+    out, _ = trained
+    sha = json.loads((out / "best.json").read_text())["sha256"]
+    pointer = {"model": str(out / "best.pt"), "checkpoint": str(out), "sha256": sha}
+    (tmp_path / "current.json").write_text(json.dumps(pointer))
+    assert main(["predict", "--checkpoint", str(tmp_path / "current"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["forecast"]
+    published = json.loads((out / "forecast.json").read_text())["days"]
+    assert len(rows) == len(published) == 7
+    for row, day in zip(rows, published, strict=True):  # the promoted model on the run's data: its forecast
+        assert _prices(row) == pytest.approx(_prices(day), rel=1e-6) and row["date"] == day["date"]
+    fc = load_model(str(tmp_path / "current.json"))
+    assert fc.source == str(out / "best.pt")
+    (tmp_path / "current.json").write_text(json.dumps({**pointer, "sha256": "0" * 64}))
+    with pytest.raises(CheckpointIntegrityError, match=r"was rewritten after its promotion"):
+        load_model(str(tmp_path / "current"))

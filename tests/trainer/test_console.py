@@ -61,3 +61,26 @@ def test_summary_says_wins_and_losses(median: str, band: str, skill: float, line
         assert line in text, text
     for name in ("model", "empirical", "garch", "model skill"):
         assert name in text
+
+
+def test_summary_shows_the_published_forecast_and_the_promotion() -> None:
+    summary = _summary("learned", "learned", 0.1)
+    summary["forecast"] = {
+        "origin": "2025-06-30",
+        "originClose": 154.74,
+        "uri": "runs/sol-tft/forecast.json",
+        "quantiles": [0.1, 0.5, 0.9],
+        "days": [
+            {"date": "2025-07-01", "values": [150.0, 154.0, 158.0]},
+            {"date": "2025-07-02", "values": [1.0, 2.0, 3.0]},
+        ],
+    }
+    summary["promotion"] = {"message": "promoted: no current model; this run's pinball is 3.49112"}
+    text = summary_table(summary)
+    rows = {line[:23].strip(): line[23:] for line in text.splitlines() if line.startswith("  ")}
+    assert rows["next forecast"] == (
+        "2025-07-02 (day 2): 1 / 2 / 3 (q0.1 / q0.5 / q0.9) from close 154.74 on 2025-06-30; "
+        "runs/sol-tft/forecast.json"
+    )
+    assert rows["promotion"] == "promoted: no current model; this run's pinball is 3.49112"
+    assert "next forecast" not in summary_table(_summary("learned", "learned", 0.1))

@@ -39,6 +39,14 @@ def cluster_problems(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
             "start over); in a cluster use s3://bucket/prefix or pvc://CLAIM/path (a PersistentVolumeClaim), "
             "or leave it empty for the operator's default store"
         )
+    pointer = spec.promotion.uri if spec.promotion else None
+    if pointer and not S3_URI_RE.match(pointer) and not _same_claim(pointer, uri):
+        problems.append(
+            f"{prefix}.promotion.uri: {pointer!r} is not where a pod can keep current.json (a pod's own "
+            "filesystem is lost with it, and only the checkpoint's claim is mounted); in a cluster use "
+            "s3://bucket/prefix, pvc://CLAIM/path on checkpoint.uri's claim, or leave it empty for the "
+            "checkpoint prefix's parent"
+        )
     procs = procs_per_worker(spec)
     world = spec.workers * procs
     if spec.training.batch_size < world:
@@ -55,3 +63,9 @@ def cluster_problems(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
             "limit, or set training.device to cpu"
         )
     return problems
+
+
+def _same_claim(pointer: str, checkpoint_uri: str | None) -> bool:
+    """``pointer`` is a ``pvc://`` URI on the claim of ``checkpoint_uri`` (the one claim the Job mounts)."""
+    a, b = PVC_URI_RE.match(pointer), PVC_URI_RE.match(checkpoint_uri or "")
+    return bool(a and b and a.group("claim") == b.group("claim"))

@@ -65,6 +65,7 @@ from trainer.api.patterns import (
     node_selector_problems as node_selector_problems,
 )
 from trainer.api.patterns import split_pvc_uri
+from trainer.api.promotion import PromotionSpec as PromotionSpec
 
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
@@ -258,27 +259,6 @@ class WalkForwardSpec(_Model):
         return fold_ranges(dt.date.fromisoformat(self.start), last, self.refit_days)
 
 
-class PromotionSpec(_Model):
-    """Keep the better model: at the end of a successful run, its metric is compared with the current model's
-    (``<uri>/current.json``); the run's model becomes the current one only when it is better by the margin."""
-
-    metric: Literal["pinball", "mase"] = Field(
-        default="pinball", description="Compared metric; lower is better."
-    )
-    source: Literal["validation", "walkForward"] = Field(
-        default="validation",
-        description="Where the metric comes from: the validation split or a walk-forward.",
-    )
-    min_improvement: float = Field(
-        default=0.0,
-        ge=0.0,
-        description="Relative margin: 0.01 = the new model's metric must be at least 1% lower than the current.",
-    )
-    uri: str | None = Field(
-        default=None, description="The prefix holding current.json; empty: the parent of checkpoint.uri."
-    )
-
-
 class SecretRef(_Model):
     """A Secret in the run's namespace holding S3 credentials."""
 
@@ -414,7 +394,10 @@ class TrainingRunSpec(_Model):
     )
     promotion: PromotionSpec | None = Field(
         default=None,
-        description="Promote the run's model to <uri>/current.json when it beats the current one (see PromotionSpec).",
+        description=(
+            "Promote this run's model to <uri>/current.json when it beats the current one by minImprovement "
+            "(the trainer decides at the end of a successful run; status.promotion says what it decided)."
+        ),
     )
     procs_per_worker: int | None = Field(
         default=None,
@@ -502,6 +485,15 @@ class TrainingRunSpec(_Model):
             raise ValueError(
                 f"walkForward.refitEvery: {wf.refit_every} makes {len(folds)} folds, more than {MAX_FOLDS}; "
                 "refit less often or shorten the period"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _promotion_has_a_model(self) -> TrainingRunSpec:
+        if self.promotion is not None and self.walk_forward is not None:
+            raise ValueError(
+                "promotion: a walk-forward run (spec.walkForward) trains one model per fold and stores none to "
+                "promote; promote from a plain training run, or remove promotion"
             )
         return self
 

@@ -6,8 +6,9 @@ key; with one model a key cannot be spelt one way by its writer and another by i
 
 Who writes what: the operator owns ``phase``/``reason``/``message``/``conditions``/``jobName``/``startTime``/
 ``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``/``resolved``, and for a
-walk-forward run ``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the trainer owns
-``progress``, ``checkpoint`` and a single training's ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
+walk-forward run ``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the
+trainer owns ``progress``, ``checkpoint``, a single training's ``metrics``, and at its end ``forecast`` and
+``promotion``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
 where ``None`` deletes a field (the ETA once a run is finished).
 
 Values a person reads (``kubectl get tr``, ``describe``) are rounded here, where the status is made: floats to 4
@@ -41,6 +42,7 @@ PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 ConditionType = Literal["JobCreated", "Running", "Succeeded", "Failed", "Stalled", "Suspended"]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 SIGNIFICANT_DIGITS = 4
+PRECISE_DIGITS = 6
 
 
 def significant(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> float | None:
@@ -73,6 +75,11 @@ def _integer(value: Any) -> Any:
 
 #: A float a person reads: 4 significant digits, null when not finite.
 Number = Annotated[float | None, BeforeValidator(_number), AfterValidator(significant)]
+#: A price or a compared figure: 6 significant digits (a 4-digit price hides a move; a 4-digit pinball hides a
+#: margin), null when not finite.
+Precise = Annotated[
+    float | None, BeforeValidator(_number), AfterValidator(lambda v: significant(v, PRECISE_DIGITS))
+]
 #: An integer (counts, epochs); a float is rounded to the nearest integer (samples/s).
 Integer = Annotated[int | None, BeforeValidator(_integer)]
 #: An RFC 3339 time as the API server stores it (``2026-01-02T03:04:05Z``); kept as text so that it round-trips.
@@ -189,19 +196,41 @@ class Metrics(_Status):
     folds_total: Integer = None
 
 
-class PromotionStatus(_Status):
-    """Whether the run's model became the current one (written by the trainer at the end of a successful run
-    with ``spec.promotion``; read by the TrainingSchedule controller)."""
+class ForecastDay(_Status):
+    """One day of the published forecast: its date and a price per quantile of ForecastStatus.quantiles."""
 
-    promoted: bool
-    metric: str | None = None
-    source: str | None = None
-    value: Number = None
-    incumbent: Number = None
+    date: str
+    values: list[Precise]
+
+
+class ForecastStatus(_Status):
+    """The next horizon after the last candle, by the shipped best model; the trainer's, at a run's end."""
+
+    # forecast.json at ``uri`` holds every quantile; this is the band and the median (trainer.publish).
+
+    symbol: str | None = None
+    origin: str | None = None  # the last candle used (YYYY-MM-DD)
+    origin_close: Precise = None
+    generated_at: Timestamp = None
+    uri: str | None = None
+    quantiles: list[float] | None = None
+    days: list[ForecastDay] | None = None
+
+
+class PromotionStatus(_Status):
+    """The trainer's decision on spec.promotion at a run's end; message says why, also when it could not decide."""
+
+    promoted: bool | None = None
+    metric: Literal["pinball", "mase"] | None = None
+    source: Literal["validation", "walkForward"] | None = None
+    value: Precise = None  # this run's
+    incumbent: Precise = (
+        None  # the current model's, on this run's validation windows where it could be scored
+    )
     min_improvement: float | None = None
-    model_uri: str | None = None
-    current_uri: str | None = None
-    message: str | None = Field(default=None, max_length=1024)
+    model_uri: str | None = None  # this run's best.pt
+    current_uri: str | None = None  # the current.json compared with (and written, when promoted)
+    message: str | None = Field(default=None, max_length=4096)
 
 
 FoldPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -298,6 +327,7 @@ class TrainingRunStatus(_Status):
     )
     folds_display: str | None = None
     resolved: ResolvedSpec | None = None
+    forecast: ForecastStatus | None = None
     promotion: PromotionStatus | None = None
     # kopf keeps its own handler bookkeeping under status.kopf when no annotations storage is used.
     kopf: Annotated[
