@@ -59,14 +59,13 @@ CORE_PANELS = [
     "Time since last progress",
     "Reconcile latency",
     "Reconcile errors",  # 0/s: every handler's series exists from the operator's start
+    "Forecast $horizon day(s) ahead: median and 80% band",  # trainingrun_forecast_price from status.forecast
+    "Published forecasts by horizon",
 ]
-# trainingrun_forecast_price{namespace,name,symbol,quantile,horizon} comes from helper `promote` (not on this
-# branch yet): its panels are evaluated (no error) but may be empty. LEAD: once it is merged, move these into
-# CORE_PANELS, "horizon" into CORE_VARIABLES, and empty PENDING_METRICS (the fixture already writes
-# status.forecast in the contract's shape).
-PENDING_PANELS = ["Forecast $horizon day(s) ahead: median and 80% band", "Published forecasts by horizon"]
-PENDING_METRICS = {"trainingrun_forecast_price"}
-CORE_VARIABLES = ["namespace", "run"]
+# Panels evaluated (no error) that may be empty against the fixture: none now.
+PENDING_PANELS: list[str] = []
+PENDING_METRICS: set[str] = set()
+CORE_VARIABLES = ["namespace", "run", "horizon"]
 
 
 def test_dashboard_has_grafanas_basics() -> None:
@@ -215,7 +214,7 @@ spec:
   model: {hiddenSize: 8}
   training: {epochs: 3, device: cpu}
 """
-# status.forecast as helper `promote`'s contract has it (pruned by the API server until the CRD has the field).
+# status.forecast as the trainer writes it (trainer.publish; trainer.api.status.ForecastStatus).
 FORECAST_DAYS = [
     {"date": "2026-01-02", "values": [110.0, 121.0, 131.0]},
     {"date": "2026-01-03", "values": [105.0, 122.0, 138.0]},
