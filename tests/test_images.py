@@ -28,6 +28,7 @@ OPERATOR_DEPS = {
     "prometheus-client",
     "pyyaml",
     "croniter",
+    "tzdata",
 }
 NOT_IN_OPERATOR = ("torch", "numpy", "pandas", "pyarrow", "boto3", "botocore", "matplotlib", "tqdm")
 
