@@ -7,7 +7,7 @@ key; with one model a key cannot be spelt one way by its writer and another by i
 Who writes what: the operator owns ``phase``/``reason``/``message``/``conditions``/``jobName``/``startTime``/
 ``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``, and for a walk-forward run
 ``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the trainer owns
-``progress``, ``checkpoint`` and a single training's ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
+``progress``, ``checkpoint``, ``tracking`` and a single training's ``metrics``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
 where ``None`` deletes a field (the ETA once a run is finished).
 
 Values a person reads (``kubectl get tr``, ``describe``) are rounded here, where the status is made: floats to 4
@@ -189,6 +189,14 @@ class Metrics(_Status):
     folds_total: Integer = None
 
 
+class TrackingStatus(_Status):
+    """The MLflow run this training logs to (the same one across resumes), written by the trainer."""
+
+    mlflow_run_id: str | None = None
+    experiment_id: str | None = None
+    uri: str | None = None  # the tracking server, without credentials
+
+
 FoldPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -240,6 +248,7 @@ class TrainingRunStatus(_Status):
     progress: Progress | None = None
     checkpoint: CheckpointStatus | None = None
     metrics: Metrics | None = None
+    tracking: TrackingStatus | None = None
     # A walk-forward run: one row per fold (by index), and "done/total" for ``kubectl get tr -o wide``.
     folds: list[FoldStatus] | None = Field(
         default=None,
