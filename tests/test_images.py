@@ -108,8 +108,13 @@ def test_installs_its_extra(dockerfile: Path, extra: str) -> None:
     deps_run = instrs[index(instrs, "RUN", "pip install")][1]
     assert "['dependencies']" in deps_run, deps_run
     assert "-r /tmp/requirements.txt" in deps_run
-    # The operator's image takes its extras from a build argument (`EXTRAS=operator,sweep` adds optuna).
-    if ("ARG", f"EXTRAS={extra}") in instrs:
+    # Both images take their extras from a build argument (the operator's `EXTRAS=operator,sweep` adds optuna; the
+    # trainer's default `trainer,tracking` has the MLflow client).
+    extras = [
+        a.removeprefix("EXTRAS=").split(",") for o, a in instrs if o == "ARG" and a.startswith("EXTRAS=")
+    ]
+    if extras:
+        assert extras[0][0] == extra, extras
         assert "os.environ['EXTRAS'].split(',')" in deps_run and "p['optional-dependencies'][e]" in deps_run
         assert '--no-deps "./[${EXTRAS}]"' in instrs[index(instrs, "RUN", "--no-deps")][1]
     else:
@@ -124,6 +129,9 @@ def test_trainer_image() -> None:
     assert re.fullmatch(r"pytorch/pytorch:2\.\d+\.\d+-cuda\d+\.\d+-cudnn9-runtime", base), base
     assert ("ENTRYPOINT", '["python", "-m", "trainer"]') in instrs
     assert index(instrs, "COPY", "pyproject.toml") < index(instrs, "COPY", "trainer/")
+    # It has the MLflow client (spec.tracking needs it in the pod), and only the client: not mlflow's server and UI.
+    assert ("ARG", "EXTRAS=trainer,tracking") in instrs
+    assert extra_requirements("tracking") - extra_requirements("trainer") == {"mlflow-skinny"}
 
 
 def test_operator_image() -> None:

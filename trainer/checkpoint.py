@@ -103,6 +103,11 @@ def epoch_key(epoch: int) -> str:
     return f"checkpoints/epoch-{epoch:06d}.pt"
 
 
+def json_bytes(obj: Any) -> bytes:
+    """A JSON artefact as the store writes it (metrics.json, config.json)."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str).encode() + b"\n"
+
+
 def serialize(state: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -208,7 +213,7 @@ class CheckpointStore(CheckpointReader):
         return self.storage.uri_for(name)
 
     def write_json(self, name: str, obj: Any) -> str:
-        return self.write_bytes(name, json.dumps(obj, indent=2, sort_keys=True, default=str).encode() + b"\n")
+        return self.write_bytes(name, json_bytes(obj))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued is stored; UploadDeadlineError / FlushTimeoutError otherwise."""

@@ -60,6 +60,17 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--json", action="store_true", help="JSON lines for progress and summary even in a terminal"
     )
     p.add_argument(
+        "--mlflow-uri",
+        metavar="URL",
+        help="track the run in this MLflow server (spec.tracking.mlflow.uri); credentials from $MLFLOW_TRACKING_*",
+    )
+    p.add_argument(
+        "--mlflow-experiment",
+        metavar="NAME",
+        help="MLflow experiment (spec.tracking.mlflow.experiment); default $MLFLOW_EXPERIMENT_NAME or "
+        "crypto-price-predictor",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -203,8 +214,24 @@ def _apply_overrides(doc: dict[str, Any], args: argparse.Namespace) -> None:
         doc["training"]["seed"] = args.seed
     if getattr(args, "device", None) is not None:
         doc["training"]["device"] = args.device
+    _apply_tracking(doc, args)
     for assignment in args.set:
         _set_path(doc, assignment)
+
+
+def _apply_tracking(doc: dict[str, Any], args: argparse.Namespace) -> None:
+    """--mlflow-uri / --mlflow-experiment onto spec.tracking.mlflow (the experiment alone needs a URI)."""
+    uri, experiment = getattr(args, "mlflow_uri", None), getattr(args, "mlflow_experiment", None)
+    if uri is None and experiment is None:
+        return
+    mlflow = (doc.get("tracking") or {}).get("mlflow") or {}
+    if uri is not None:
+        mlflow["uri"] = uri
+    if experiment is not None:
+        mlflow["experiment"] = experiment
+    if "uri" not in mlflow:
+        raise SpecError("--mlflow-experiment", ["needs --mlflow-uri URL (or spec.tracking.mlflow.uri)"])
+    doc["tracking"] = {**(doc.get("tracking") or {}), "mlflow": mlflow}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

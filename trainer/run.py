@@ -8,7 +8,8 @@ How a run ends: the checkpoint store and the status reporter are context manager
 (success, SIGTERM, a NaN loss) the last status update goes out and the store's uploader stops. A signal has one
 way out (``StopFlag``): the loop finishes its step and checkpoints, then the run waits for the upload within
 ``gracePeriodSeconds``, names the checkpoint and exits 143 -- also when the signal comes after the last epoch,
-during evaluation. Progress goes through one ``on_epoch(stats)``; a checkpoint is named (epoch line,
+during evaluation. Progress goes through one ``on_epoch(stats)`` (the epoch line, MLflow when the spec tracks
+the run -- ``trainer.tracking``, never waited for -- and the status); a checkpoint is named (epoch line,
 ``status.checkpoint``) only once it is stored. While a run lasts, the trainer's log lines (an upload that
 failed or recovered, a checkpoint fallback) are printed like its progress: a JSON line when not in a terminal.
 
@@ -48,10 +49,12 @@ from trainer.loop import StopFlag, Trainer, best_model
 from trainer.model import count_parameters
 from trainer.modelling import checkpoint_config
 from trainer.shared import load_split
+from trainer.tracking import start_tracking
 
 if TYPE_CHECKING:
     from trainer.checkpoint import CheckpointStore, Stored
     from trainer.status_report import StatusReporter
+    from trainer.tracking import Tracker
 
 
 @dataclass
@@ -93,6 +96,7 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any] | No
     device = dist.device(resolve_device(spec.training.device))
     dist.check_batch(spec.training.batch_size)
     store.check()  # fail fast on credentials, bucket or URI, before any training
+    tracker = start_tracking(spec, opts.name, store.uri(), resume=opts.resume, main=dist.is_main)
     candles = load_all(spec, endpoint)
     dist.init(device)
     d = spec.data
@@ -103,8 +107,8 @@ def run_training(spec: TrainingRunSpec, opts: RunOptions) -> dict[str, Any] | No
         trainer = Trainer(spec, split, device, dist=dist)
         reporter = StatusReporter.from_env() if opts.report and main else StatusReporter(None)
         progress = Progress(spec.training.epochs, 0, interactive=opts.interactive and main, stream=quiet)
-        run = _Run(spec, opts, trainer, split, candles, store, reporter, progress)
-        with store, reporter, _printed_by(progress), StopFlag(run.stopped) as stop:
+        run = _Run(spec, opts, trainer, split, candles, store, reporter, progress, tracker)
+        with store, reporter, _printed_by(progress), tracker, StopFlag(run.stopped) as stop:
             run.resume()
             with collective_errors("training"):
                 run.train(stop)
@@ -128,6 +132,7 @@ class _Run:
     store: CheckpointStore
     reporter: StatusReporter
     progress: Progress
+    tracker: Tracker
     config: dict[str, Any] = field(init=False)
     _reported: Stored | None = None
 
@@ -184,10 +189,11 @@ class _Run:
             self.store.save(self.trainer.loop.epoch, self.trainer.state_dict(self.config), is_best=is_best)
 
     def on_epoch(self, stats: EpochStats) -> None:
-        """Where an epoch's progress goes: the epoch line (or the bar) and the TrainingRun's status."""
+        """Where an epoch's progress goes: the epoch line (or the bar), MLflow and the TrainingRun's status."""
         stored = self.report_stored()
         stats.checkpoint = stored.latest if stored is not None else None
         self.progress.epoch(stats)
+        self.tracker.epoch(stats, self.reporter)
         self.reporter.epoch(stats, finished=self.trainer.done)
 
     def report_stored(self) -> Stored | None:
@@ -210,6 +216,7 @@ class _Run:
     def finish(self, t0: float) -> dict[str, Any]:
         """Calibrate and evaluate the best model, store it with the artefacts, publish its forecast (and
         promote it: ``trainer.publish``), report the final metrics."""
+        from trainer.checkpoint import json_bytes
         from trainer.interpret import importance_png, interpretation
         from trainer.publish import publish
 
@@ -235,18 +242,24 @@ class _Run:
         metrics = evaluate_windows(prices, split.val, self.candles[0].frame, split.cut, forecaster.quantiles)
         metrics["val_loss"] = trainer.loop.best_val_loss
         summary = self.summary(metrics, interp, cal, time.perf_counter() - t0)
-        store.write_json("metrics.json", summary)
         store.write_json("config.json", self.config)
         from trainer.plot import forecast_png  # matplotlib, once training's memory is given back
 
-        store.write_bytes("forecast.png", forecast_png(split.val, prices, spec))
-        store.write_bytes("importance.png", importance_png(summary["interpretation"]))
+        files = {
+            "metrics.json": json_bytes(summary),
+            "forecast.png": forecast_png(split.val, prices, spec),
+            "importance.png": importance_png(summary["interpretation"]),
+        }
+        for name, data in files.items():
+            store.write_bytes(name, data)
         store.flush(timeout=spec.checkpoint.upload_deadline_seconds)
         self.report_stored()
         summary |= publish(
             spec, self.opts.name, store, self.reporter, forecaster, self.candles[0], split, metrics
         )
-        self.reporter.final(final_metrics(metrics, cal, trainer, float(summary["wall_seconds"])))
+        final = final_metrics(metrics, cal, trainer, float(summary["wall_seconds"]))
+        self.tracker.finish(final, files, epoch=trainer.loop.epoch, reporter=self.reporter)
+        self.reporter.final(final)
         return summary
 
     def summary(

@@ -1,4 +1,4 @@
-"""Progress reporting from the trainer to its TrainingRun's ``status`` (progress, checkpoint, metrics).
+"""Progress reporting from the trainer to its TrainingRun's ``status`` (progress, checkpoint, tracking, metrics).
 
 Why here and like this: ``kubectl get tr`` shows epoch and losses, the operator's stall timer and metrics read
 ``status.progress.lastProgressTime``, and only the trainer knows them. It patches its own TrainingRun's status
@@ -29,6 +29,7 @@ from trainer.api.status import (
     EpochStats,
     Metrics,
     Progress,
+    TrackingStatus,
     TrainingRunStatus,
     rfc3339,
     whole,
@@ -172,6 +173,11 @@ class StatusReporter:
         self.report(
             TrainingRunStatus(checkpoint=CheckpointStatus(latest=latest, best=best, epoch=epoch)), flush=False
         )
+
+    def tracking(self, *, run_id: str, experiment_id: str, uri: str) -> None:
+        """The MLflow run this training logs to (``trainer.tracking``); sent with the next update."""
+        status = TrackingStatus(mlflow_run_id=run_id, experiment_id=experiment_id, uri=uri)
+        self.report(TrainingRunStatus(tracking=status), flush=False)
 
     def final(self, metrics: Mapping[str, float | int | str]) -> None:
         """Final metrics (``val_mase`` or ``valMase`` keys), sent at once with anything pending."""

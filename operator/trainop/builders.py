@@ -164,7 +164,22 @@ def _env(run: Run, spec: TrainingRunSpec, settings: Settings) -> list[dict[str, 
                 "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key}},
             },
         ]
-    return env
+    return env + _tracking_env(spec)
+
+
+def _tracking_env(spec: TrainingRunSpec) -> list[dict[str, Any]]:
+    """spec.tracking.mlflow.credentialsSecret as the variables the MLflow client reads (never the values)."""
+    mlflow = spec.tracking.mlflow if spec.tracking else None
+    ref = mlflow.credentials_secret if mlflow else None
+    if ref is None:
+        return []
+    return [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
+        for var, key in (
+            ("MLFLOW_TRACKING_USERNAME", ref.username_key),
+            ("MLFLOW_TRACKING_PASSWORD", ref.password_key),
+        )
+    ]
 
 
 def _resources(spec: TrainingRunSpec) -> dict[str, Any]:

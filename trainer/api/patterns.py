@@ -17,6 +17,8 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # An S3-compatible endpoint: a scheme and a host, no credentials (they would be logged).
 S3_ENDPOINT_PATTERN = r"^https?://[^\s/@]+(:\d+)?(/.*)?$"
+# An MLflow tracking server: http(s)://host[:port][/path], no user:password@ (credentials come from a Secret).
+MLFLOW_URI_PATTERN = r"^https?://[^\s/@]+(/[^\s]*)?$"
 # The checkpoint/data URIs: a local path or s3://bucket/prefix (bucket names per the S3 rules).
 S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
 # A PersistentVolumeClaim as a checkpoint store: pvc://CLAIM[/path], CLAIM a DNS-1123 label (the operator mounts

@@ -38,6 +38,9 @@ from trainer.api.patterns import (
     LABEL_VALUE_PATTERN as LABEL_VALUE_PATTERN,
 )
 from trainer.api.patterns import (
+    MLFLOW_URI_PATTERN as MLFLOW_URI_PATTERN,
+)
+from trainer.api.patterns import (
     QUANTITY_PATTERN as QUANTITY_PATTERN,
 )
 from trainer.api.patterns import (
@@ -267,6 +270,59 @@ class SecretRef(_Model):
     secret_access_key_key: str = Field(default="AWS_SECRET_ACCESS_KEY", min_length=1)
 
 
+class MlflowCredentialsRef(_Model):
+    """A Secret in the run's namespace with the MLflow server's username and password (basic auth)."""
+
+    # The operator maps the two keys to MLFLOW_TRACKING_USERNAME/PASSWORD in the trainer's environment (where the
+    # MLflow client reads them): the values never pass through the spec, the status or a log line.
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+    username_key: str = Field(default="MLFLOW_TRACKING_USERNAME", min_length=1)
+    password_key: str = Field(default="MLFLOW_TRACKING_PASSWORD", min_length=1)
+
+
+class MlflowSpec(_Model):
+    """An MLflow tracking server for the run's params, metrics and artefacts; training never waits for it."""
+
+    uri: str = Field(
+        description="Tracking server, e.g. http://mlflow.mlflow:5000; no user:password@ (use credentialsSecret).",
+        json_schema_extra={"pattern": MLFLOW_URI_PATTERN},
+    )
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Experiment name (created if missing); empty: $MLFLOW_EXPERIMENT_NAME, else crypto-price-predictor.",
+    )
+    credentials_secret: MlflowCredentialsRef | None = None
+    deadline_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="How long an unreachable server is retried before tracking gives up; training goes on.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_shape(cls, v: str) -> str:
+        if re.match(r"^https?://[^/@\s]*@", v):
+            raise ValueError(
+                "credentials do not belong in the URI (it is logged and stored in the spec): give "
+                "credentialsSecret, or set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD"
+            )
+        if not re.match(MLFLOW_URI_PATTERN, v):
+            raise ValueError(
+                f"'{v}' is not an http(s) URL of an MLflow tracking server, e.g. http://mlflow:5000"
+            )
+        return v
+
+
+class TrackingSpec(_Model):
+    """Experiment tracking of the run (rank 0 only), beside the checkpoints and the status."""
+
+    mlflow: MlflowSpec | None = None
+
+
 def _one_gpu() -> dict[str, int | str]:
     return {"nvidia.com/gpu": 1}
 
@@ -407,6 +463,10 @@ class TrainingRunSpec(_Model):
             "Training processes per pod (torchrun --nproc-per-node), one GPU each; empty: the pod's "
             "nvidia.com/gpu limit, else 1. Fixed at creation."
         ),
+    )
+
+    tracking: TrackingSpec | None = Field(
+        default=None, description="Experiment tracking (MLflow); empty: none. Credentials only from a Secret."
     )
 
     @field_validator("image")

@@ -7,8 +7,8 @@ key; with one model a key cannot be spelt one way by its writer and another by i
 Who writes what: the operator owns ``phase``/``reason``/``message``/``conditions``/``jobName``/``startTime``/
 ``completionTime``/``restarts``/``attempt``/``failures``/``observedGeneration``/``resolved``, and for a
 walk-forward run ``folds``/``foldsDisplay`` and ``metrics`` (pooled from the folds' pods, ``trainop.folds``); the
-trainer owns ``progress``, ``checkpoint``, a single training's ``metrics``, and at its end ``forecast`` and
-``promotion``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
+trainer owns ``progress``, ``checkpoint``, ``tracking``, a single training's ``metrics``, and at its end
+``forecast`` and ``promotion``. Both send merge patches (``TrainingRunStatus.dump``): only the fields they set,
 where ``None`` deletes a field (the ETA once a run is finished).
 
 Values a person reads (``kubectl get tr``, ``describe``) are rounded here, where the status is made: floats to 4
@@ -233,6 +233,14 @@ class PromotionStatus(_Status):
     message: str | None = Field(default=None, max_length=4096)
 
 
+class TrackingStatus(_Status):
+    """The MLflow run this training logs to (the same one across resumes), written by the trainer."""
+
+    mlflow_run_id: str | None = None
+    experiment_id: str | None = None
+    uri: str | None = None  # the tracking server, without credentials
+
+
 FoldPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -320,6 +328,7 @@ class TrainingRunStatus(_Status):
     progress: Progress | None = None
     checkpoint: CheckpointStatus | None = None
     metrics: Metrics | None = None
+    tracking: TrackingStatus | None = None
     # A walk-forward run: one row per fold (by index), and "done/total" for ``kubectl get tr -o wide``.
     folds: list[FoldStatus] | None = Field(
         default=None,
