@@ -13,9 +13,16 @@ In the pod each claim is mounted at ``<PVC_ROOT>/<claim>`` and ``$TRAINER_PVC_RO
 trainer maps ``pvc://CLAIM/path`` to ``$TRAINER_PVC_ROOT/CLAIM/path`` (``trainer.storage.PVCStorage``) and still
 reports the ``pvc://`` URI, so ``kubectl describe tr`` says which claim holds the checkpoints.
 
+The runs of a TrainingSchedule or a TrainingSweep without a store share ONE claim, ``<schedule>-checkpoints``
+(``shared_base``, ``build_shared_claim``), owned by the schedule or sweep, each run under ``pvc://CLAIM/<run>``:
+a schedule's ``current.json`` (at ``pvc://CLAIM``) and the promoted model must outlive the runs its history
+limits delete, which a claim per run would not. To a run that is a claim it names: mounted, never created.
+
 A claim the operator creates with a single-node access mode (ReadWriteOnce, ReadWriteOncePod) cannot be shared by
-pods running at once on several nodes: a multi-worker run, or walk-forward folds trained in parallel, is
-refused with what to change. A claim the run names is the user's: its access mode is not checked here.
+pods running at once on several nodes: a multi-worker run, walk-forward folds trained in parallel, a schedule
+whose runs may overlap (concurrencyPolicy Allow) or a sweep with parallel trials is refused with what to
+change (``sharing_problem``, ``shared_problems``). A claim the run names is the user's: its access mode is not
+checked here.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import kopf
 
 from trainer.api.manifest import SpecError
 from trainer.api.patterns import PVC_URI_RE, S3_URI_RE, split_pvc_uri
+from trainer.api.schedule import SCHEDULE_KIND
 from trainer.api.spec import API_GROUP, KIND, TrainingRunSpec
+from trainer.api.sweep import SWEEP_KIND
 
 from .names import claim_name
 from .runs import Run
@@ -39,6 +48,8 @@ PVC_ROOT_ENV = "TRAINER_PVC_ROOT"
 #: The pod volume of the checkpoint claim, and of another claim that ``checkpoint.resume`` names (read-only).
 VOLUME, RESUME_VOLUME = "checkpoints", "resume-from"
 SHARED_ACCESS_MODE = "ReadWriteMany"
+#: The kinds whose checkpoint claims the operator creates (each ``<name>-checkpoints``, owned by it).
+OWNER_KINDS = (KIND, SCHEDULE_KIND, SWEEP_KIND)
 
 StoreKind = Literal["s3", "pvc"]
 
@@ -104,6 +115,56 @@ def sharing_problem(run: Run, spec: TrainingRunSpec, settings: Settings) -> str 
     )
 
 
+# --- one claim for the runs of a schedule or a sweep -------------------------------------------------------------
+
+
+def shared_base(owner: str, uri: str | None, prefix: str | None) -> str | None:
+    """``pvc://<owner>-checkpoints`` when neither the template (``uri``) nor the operator (``prefix``) names a
+    store: the base of a schedule's or a sweep's runs (each under ``<base>/<run>``) on one claim that the operator
+    creates, owned by the schedule or sweep (so ``current.json`` outlives the runs it prunes); else None."""
+    return None if uri or prefix else f"pvc://{claim_name(owner)}"
+
+
+def shared_problems(
+    claim: str,
+    mode: str,
+    template: str,
+    spec: TrainingRunSpec,
+    overlap: tuple[str, str, str] | None = None,
+) -> list[str]:
+    """Why the runs of a schedule or a sweep could not share the single-node claim the operator creates for
+    them (empty on ReadWriteMany): runs at once (``overlap``: the owner's field, what its value lets happen, the
+    value that fixes it), or a template (at the path ``template``) with several pods at once. Refused, not left
+    to the cluster: on another node such a pod waits (Multi-Attach) until the others let go of the volume."""
+    if mode == SHARED_ACCESS_MODE:
+        return []
+    crowds = [overlap] if overlap else []
+    pods = pods_at_once(spec)
+    if pods > 1 and spec.walk_forward is not None:
+        crowds.append(
+            (f"{template}.walkForward.parallelism", f"{pods} fold pods at once", "1 (one fold after another)")
+        )
+    elif pods > 1:
+        crowds.append((f"{template}.workers", f"{pods} worker pods at once", "1"))
+    return [
+        f"{field}: {what} would share the {mode} PersistentVolumeClaim {claim} that the operator creates for "
+        f"them (no {template}.checkpoint.uri and no TRAINOP_CHECKPOINT_PREFIX), which pods on different nodes "
+        f"cannot mount at once: set {field} to {fix}, set {template}.checkpoint.uri to s3://bucket/prefix, or "
+        "install the operator with checkpointVolume.accessMode ReadWriteMany "
+        "(TRAINOP_CHECKPOINT_VOLUME_ACCESS_MODE, on a storage class that supports it)"
+        for field, what, fix in crowds
+    ]
+
+
+def build_shared_claim(owner: kopf.Body, owner_label: str, settings: Settings) -> dict[str, Any]:
+    """The claim of a schedule's or a sweep's runs (``shared_base``), owned by it (``kopf.adopt``: owner
+    reference, namespace, the owner's labels); ``owner_label`` is the label its runs carry."""
+    name = str(owner.metadata.name)
+    claim = claim_manifest(claim_name(name), claim_labels(name, owner_label), settings)
+    kopf.adopt(claim, owner=owner)
+    return claim
+
+
 def creates_claim(run: Run, spec: TrainingRunSpec) -> bool:
     """Whether the operator creates the run's checkpoint claim: it is the run's own (``<run>-checkpoints``)."""
     return claim_of(spec.checkpoint.uri) == claim_name(run.name)
@@ -151,51 +212,62 @@ def mount_claims(pod_spec: dict[str, Any], container: dict[str, Any], spec: Trai
 
 def build_claim(run: Run, spec: TrainingRunSpec, settings: Settings) -> dict[str, Any] | None:
     """The PersistentVolumeClaim the operator creates for the run (``creates_claim``), else None. Owner
-    reference and namespace added by ``kopf.adopt``; no storageClassName without a configured class, so the
-    cluster's default class provisions it."""
+    reference and namespace added by ``kopf.adopt``."""
     if not creates_claim(run, spec):
         return None
+    claim = claim_manifest(claim_name(run.name), claim_labels(run.name, f"{API_GROUP}/run"), settings)
+    kopf.adopt(claim, owner=run.owner())
+    return claim
+
+
+def claim_manifest(name: str, labels: Mapping[str, str], settings: Settings) -> dict[str, Any]:
+    """A checkpoint claim of the ``TRAINOP_CHECKPOINT_VOLUME_*`` size, class and access mode (no owner yet); no
+    storageClassName without a configured class, so the cluster's default class provisions it."""
     claim_spec: dict[str, Any] = {
         "accessModes": [settings.checkpoint_volume_access_mode],
         "resources": {"requests": {"storage": settings.checkpoint_volume_size}},
     }
     if settings.checkpoint_volume_storage_class:
         claim_spec["storageClassName"] = settings.checkpoint_volume_storage_class
-    claim = {
+    return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim_name(run.name), "labels": claim_labels(run)},
+        "metadata": {"name": name, "labels": dict(labels)},
         "spec": claim_spec,
     }
-    kopf.adopt(claim, owner=run.owner())
-    return claim
 
 
-def claim_labels(run: Run) -> dict[str, str]:
-    """The labels of the run's other children (``trainop.builders``), component ``checkpoints``."""
+def claim_labels(owner: str, owner_label: str) -> dict[str, str]:
+    """The labels of a run's other children (``trainop.builders``), component ``checkpoints``; ``owner_label``
+    (``cryptopredictor.dev/run``, ``/schedule``, ``/sweep``) names the owner."""
     return {
         "app.kubernetes.io/name": "trainer",
-        "app.kubernetes.io/instance": run.name,
+        "app.kubernetes.io/instance": owner,
         "app.kubernetes.io/component": "checkpoints",
         "app.kubernetes.io/part-of": "crypto-price-predictor",
         "app.kubernetes.io/managed-by": "trainop",
-        f"{API_GROUP}/run": run.name,
+        owner_label: owner,
     }
 
 
-def unusable_claim(current: Mapping[str, Any], run_uid: str) -> str | None:
-    """Why the run cannot use the existing claim of its name (a create's 409), or None: this run's, or one
-    without a TrainingRun owner (made by hand for it), is used as is; one being deleted, or owned by an older
-    run of this name, is waited for -- the pod could not mount it, or would resume the other run."""
+def unusable_claim(current: Mapping[str, Any], owner_uid: str, kind: str = KIND) -> str | None:
+    """Why the ``kind`` object ``owner_uid`` cannot use the existing claim of its name (a create's 409), or
+    None: its own, or one without an owner of this operator's kinds (made by hand for it), is used as is; one
+    being deleted, or owned by another object (an older one of this name, or a run, schedule or sweep of the
+    same name: their claims are all ``<name>-checkpoints``), is waited for -- the pod could not mount it, or
+    would resume the other's checkpoints."""
     meta = current.get("metadata") or {}
-    owners = {o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("kind") == KIND}
+    refs = [o for o in meta.get("ownerReferences") or [] if o.get("kind") in OWNER_KINDS]
     if meta.get("deletionTimestamp"):
         return f"PersistentVolumeClaim {meta.get('name')} is being deleted; waiting for it to go"
-    if owners and run_uid not in owners:
-        return (
-            f"PersistentVolumeClaim {meta.get('name')} belongs to an older TrainingRun of this name; waiting "
-            "for its deletion"
+    if refs and owner_uid not in {o.get("uid") for o in refs}:
+        other = refs[0]
+        whose = (
+            f"an older {kind} of this name"
+            if other.get("kind") == kind
+            else f"{other.get('kind')} {other.get('name')} (whose checkpoint claim has the same name)"
         )
+        return f"PersistentVolumeClaim {meta.get('name')} belongs to {whose}; waiting for its deletion"
     return None
 
 

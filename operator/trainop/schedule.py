@@ -46,6 +46,7 @@ from trainer.api.schedule import (
 from trainer.api.spec import API_GROUP, API_VERSION, KIND
 from trainer.api.status import PromotionStatus, TrainingRunStatus, rfc3339
 
+from . import checkpoint_store
 from .conditions import parse_time, set_condition
 from .names import bounded
 from .runs import MAX_LABEL
@@ -157,7 +158,8 @@ class OwnedRun:
 
 @dataclass(frozen=True)
 class Plan:
-    """A valid schedule: its spec, raw template spec, and the checkpoint base its runs share."""
+    """A valid schedule: its spec, raw template spec, the checkpoint base its runs share, and the claim the
+    operator creates for them (None: on S3 or a claim the template names)."""
 
     name: str
     namespace: str
@@ -165,25 +167,40 @@ class Plan:
     template: dict[str, Any]
     base: str
     tz: ZoneInfo
+    claim: str | None = None
 
     @classmethod
-    def of(cls, body: Mapping[str, Any], checkpoint_prefix: str | None) -> Plan:
+    def of(
+        cls, body: Mapping[str, Any], checkpoint_prefix: str | None, access_mode: str = "ReadWriteOnce"
+    ) -> Plan:
         """Parse and validate a schedule; raises SpecError naming every problem. The base is the template's
-        checkpoint.uri, else ``<TRAINOP_CHECKPOINT_PREFIX>/<namespace>/<schedule>``."""
+        checkpoint.uri, else ``<TRAINOP_CHECKPOINT_PREFIX>/<namespace>/<schedule>``, else the schedule's own
+        claim ``pvc://<schedule>-checkpoints`` (``checkpoint_store.shared_base``), refused where runs of
+        ``access_mode`` would share it across nodes (concurrencyPolicy Allow, several pods per run)."""
         meta = body.get("metadata") or {}
         name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
         spec, template = parse_schedule(body.get("spec"), name)
         uri = spec.template.spec.checkpoint.uri
-        if not uri and not checkpoint_prefix:
-            raise SpecError(
-                f"TrainingSchedule {name}",
-                [
-                    "spec.template.spec.checkpoint.uri: required in a cluster (s3://bucket/prefix): the operator "
-                    "has no TRAINOP_CHECKPOINT_PREFIX default, and schedules have no volume-backed store yet"
-                ],
+        shared = checkpoint_store.shared_base(name, uri, checkpoint_prefix)
+        claim = checkpoint_store.claim_of(shared)
+        if claim is not None:
+            default = "" if "concurrencyPolicy" in (body.get("spec") or {}) else " (the default)"
+            overlap = (
+                (
+                    "spec.concurrencyPolicy",
+                    f"Allow{default} lets runs overlap, and their pods",
+                    "Forbid or Replace",
+                )
+                if spec.concurrency_policy == "Allow"
+                else None
             )
-        base = (uri or f"{checkpoint_prefix}/{namespace}/{name}").rstrip("/")
-        return cls(name, namespace, spec, template, base, zone(spec.time_zone))
+            problems = checkpoint_store.shared_problems(
+                claim, access_mode, "spec.template.spec", spec.template.spec, overlap
+            )
+            if problems:
+                raise SpecError(f"TrainingSchedule {name}", problems)
+        base = (uri or shared or f"{checkpoint_prefix}/{namespace}/{name}").rstrip("/")
+        return cls(name, namespace, spec, template, base, zone(spec.time_zone), claim)
 
 
 def child_run(plan: Plan, tick: datetime) -> dict[str, Any]:

@@ -9,10 +9,11 @@ it reconciles the schedules (from the ``schedule_keys`` index) whose next tick h
 an interval late. The time is ``clock.now()`` (the integration tests accelerate it, in the test process only).
 
 Each reconcile GETs the schedule and LISTs the runs it owns afresh, decides (``schedule.decide``), deletes the
-runs a Replace replaces, creates the tick's run (named from the tick: after a restart the create meets a 409 and
-is done), merge-patches the status with the schedule's ``resourceVersion`` (a concurrent writer makes it a 409
-and the round starts over), and then prunes the history and posts the Events. One reconcile per schedule at a time
-(``Serial``), in the runtime's thread pool.
+runs a Replace replaces, creates the claim its runs share where neither S3 nor the template names a store
+(``checkpoint_store.shared_base``; 409: it exists), creates the tick's run (named from the tick: after a restart
+the create meets a 409 and is done), merge-patches the status with the schedule's ``resourceVersion`` (a
+concurrent writer makes it a 409 and the round starts over), and then prunes the history and posts the Events.
+One reconcile per schedule at a time (``Serial``), in the runtime's thread pool.
 
 Errors: an invalid schedule is Ready False/InvalidSpec and its create/update handler ends with
 ``kopf.PermanentError``; API failures are ``kopf.TemporaryError`` (retried by kopf for the create/resume/update
@@ -39,10 +40,12 @@ from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
 from . import clock, prometheus
 from . import schedule as sc
 from .kube import to_kopf_error
+from .names import claim_name
 from .runtime import MEMO_KEY as RUNTIME_KEY
 from .runtime import Runtime, Serial, runtime
+from .settings import Settings
 from .status import Event
-from .sweep_handlers import SweepApi, _owned
+from .sweep_handlers import SweepApi, _owned, delete_claim, ensure_claim
 
 TSC = (API_GROUP, API_VERSION, SCHEDULE_PLURAL)
 TR = (API_GROUP, API_VERSION, PLURAL)
@@ -74,14 +77,15 @@ class Schedules:
     seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
 
-    def plan(self, body: Mapping[str, Any], checkpoint_prefix: str | None) -> sc.Plan | SpecError:
+    def plan(self, body: Mapping[str, Any], settings: Settings) -> sc.Plan | SpecError:
         meta = body.get("metadata") or {}
         key = (str(meta.get("uid")), meta.get("generation"))
         if key not in self.plans:
             if len(self.plans) > 256:
                 self.plans.clear()
             try:
-                self.plans[key] = sc.Plan.of(body, checkpoint_prefix)
+                mode = settings.checkpoint_volume_access_mode
+                self.plans[key] = sc.Plan.of(body, settings.checkpoint_prefix, mode)
             except SpecError as err:
                 self.plans[key] = err
         return self.plans[key]
@@ -104,13 +108,17 @@ def _schedules(memo: kopf.Memo) -> Schedules:
 # --- in the pool: one reconcile -------------------------------------------------------------------------------
 
 
-def _act(rt: Runtime, api: ScheduleApi, body: Mapping[str, Any], decision: sc.Decision) -> None:
-    """Replace's deletions, then the tick's run (before the status records the tick)."""
+def _act(
+    rt: Runtime, api: ScheduleApi, body: Mapping[str, Any], plan: sc.Plan, decision: sc.Decision
+) -> None:
+    """Replace's deletions, then the claim the runs share (if the operator makes one) and the tick's run
+    (before the status records the tick)."""
     meta = body["metadata"]
     for old in decision.replace:
         api.delete_run(meta["namespace"], old.name, old.uid)
     if decision.create is None:
         return
+    ensure_claim(rt, body, plan.claim, sc.SCHEDULE_LABEL)
     child = decision.create
     kopf.adopt(child, owner=kopf.Body(cast(kopf.RawBody, body)))
     made, created = api.create_run(child)
@@ -135,13 +143,13 @@ def reconcile(rt: Runtime, schedules: Schedules, namespace: str, name: str) -> s
                 schedules.wake.pop(key, None)
                 return None
             meta, now = body["metadata"], clock.now()
-            plan = schedules.plan(body, rt.settings.checkpoint_prefix)
+            plan = schedules.plan(body, rt.settings)
             if isinstance(plan, SpecError):
                 decision = sc.invalid(body, plan, now)
             else:
                 owned = [r for r in api.list_runs(namespace, name) if _owned(r, str(meta.get("uid")))]
                 decision = sc.decide(plan, body, [sc.OwnedRun.of(r) for r in owned], now)
-                _act(rt, api, body, decision)
+                _act(rt, api, body, plan, decision)
             if not decision.status or api.patch_status(
                 namespace, name, decision.status, meta["resourceVersion"]
             ):
@@ -170,7 +178,8 @@ def reconcile(rt: Runtime, schedules: Schedules, namespace: str, name: str) -> s
 
 
 def delete_runs(rt: Runtime, namespace: str, name: str, uid: str) -> list[str]:
-    """The runs a deleted schedule still owns (where no garbage collector deletes them)."""
+    """The runs (and the shared checkpoint claim) a deleted schedule still owns (where no garbage collector
+    deletes them)."""
     api, gone = ScheduleApi(rt.kube), []
     for run in api.list_runs(namespace, name):
         meta = run["metadata"]
@@ -180,6 +189,8 @@ def delete_runs(rt: Runtime, namespace: str, name: str, uid: str) -> list[str]:
             and api.delete_run(namespace, meta["name"], meta["uid"])
         ):
             gone.append(str(meta["name"]))
+    if delete_claim(rt, namespace, name, uid):
+        gone.append(f"PersistentVolumeClaim {claim_name(name)}")
     return gone
 
 

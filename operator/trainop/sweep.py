@@ -36,7 +36,7 @@ from types import ModuleType
 from typing import Any
 
 from trainer.api.manifest import SpecError
-from trainer.api.spec import API_GROUP, API_VERSION, KIND
+from trainer.api.spec import API_GROUP, API_VERSION, KIND, TrainingRunSpec
 from trainer.api.status import TrainingRunStatus, rfc3339
 from trainer.api.sweep import (
     LEADERBOARD_SIZE,
@@ -54,6 +54,7 @@ from trainer.api.sweep import (
     total_trials,
 )
 
+from . import checkpoint_store
 from .conditions import FAILED, RUNNING, SUCCEEDED, set_condition
 from .names import bounded
 from .runs import MAX_LABEL
@@ -85,25 +86,43 @@ def startup_trials(total: int) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    """A valid sweep: its spec, raw template (the values are put into it) and how many trials it runs."""
+    """A valid sweep: its spec, raw template (the values are put into it), how many trials it runs, and the claim
+    the operator creates for its trials (None: on S3 or a claim the template names) of ``access_mode``."""
 
     name: str
     spec: TrainingSweepSpec
     template: dict[str, Any]
     total: int
     search: str
+    claim: str | None = None
+    access_mode: str = "ReadWriteOnce"
 
     @classmethod
-    def of(cls, body: Mapping[str, Any], checkpoint_prefix: str | None = None) -> Plan:
+    def of(
+        cls, body: Mapping[str, Any], checkpoint_prefix: str | None = None, access_mode: str = "ReadWriteOnce"
+    ) -> Plan:
         """Parse and validate a sweep; raises SpecError naming every problem. Without ``checkpoint_prefix``
-        (the operator's TRAINOP_CHECKPOINT_PREFIX) the template must name its checkpoint URI."""
+        (the operator's TRAINOP_CHECKPOINT_PREFIX) and a template checkpoint URI, the trials share the sweep's
+        own claim (``checkpoint_store.shared_base``), refused where trials at once would share it across nodes."""
         name = str((body.get("metadata") or {}).get("name") or "")
         spec, template = parse_sweep(body.get("spec"), name)
         problems = []
-        if not checkpoint_prefix and not spec.template.checkpoint.uri:
-            problems.append(
-                "spec.template.checkpoint.uri: required in a cluster (s3://bucket/prefix); the operator has no "
-                "TRAINOP_CHECKPOINT_PREFIX default"
+        claim = checkpoint_store.claim_of(
+            checkpoint_store.shared_base(name, spec.template.checkpoint.uri, checkpoint_prefix)
+        )
+        if claim is not None:
+            default = "" if "parallelism" in (body.get("spec") or {}) else " (the default)"
+            overlap = (
+                (
+                    "spec.parallelism",
+                    f"{spec.parallelism}{default} trials at once",
+                    "1 (one trial after another)",
+                )
+                if spec.parallelism > 1
+                else None
+            )
+            problems += checkpoint_store.shared_problems(
+                claim, access_mode, "spec.template", spec.template, overlap
             )
         if spec.algorithm != "grid" and optuna_module() is None:
             problems.append(
@@ -112,7 +131,16 @@ class Plan:
             )
         if problems:
             raise SpecError(f"TrainingSweep {name}", problems)
-        return cls(name, spec, template, total_trials(spec), search_hash(spec))
+        return cls(name, spec, template, total_trials(spec), search_hash(spec), claim, access_mode)
+
+    def trial_problems(self, doc: Mapping[str, Any]) -> list[str]:
+        """Why a trial's spec (the template with its values) is not a TrainingRun spec that can run in a cluster,
+        on the sweep's claim if it has one: a value may ask for several pods at once (``workers``)."""
+        problems = template_problems(doc)
+        if problems or self.claim is None:
+            return problems
+        spec = TrainingRunSpec.model_validate(dict(doc))
+        return checkpoint_store.shared_problems(self.claim, self.access_mode, "spec.template", spec)
 
 
 # --- the parameters of trial k ---------------------------------------------------------------------------------
@@ -206,12 +234,13 @@ def suggest(plan: Plan, index: int, trials: Sequence[SweepTrial]) -> dict[str, A
 
 
 def child_spec(plan: Plan, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The template with the trial's values; a checkpoint URI of the template gets ``/<trial>`` so that trials
-    never resume from each other's checkpoints (empty: the operator's prefix/<ns>/<trial>)."""
+    """The template with the trial's values; a checkpoint URI of the template, or the sweep's claim, gets
+    ``/<trial>`` so that trials never resume from each other's checkpoints (empty: the operator's
+    prefix/<ns>/<trial>)."""
     spec = apply_params(plan.template, params)
-    uri = (plan.template.get("checkpoint") or {}).get("uri")
+    uri = (plan.template.get("checkpoint") or {}).get("uri") or (plan.claim and f"pvc://{plan.claim}")
     if uri:
-        spec["checkpoint"]["uri"] = f"{str(uri).rstrip('/')}/{name}"
+        spec.setdefault("checkpoint", {})["uri"] = f"{str(uri).rstrip('/')}/{name}"
     return spec
 
 
@@ -310,7 +339,7 @@ def _extend(plan: Plan, trials: list[SweepTrial]) -> list[SweepTrial]:
             break
         name = trial_name(plan.name, index)
         params = suggest(plan, index, trials)
-        problems = template_problems(child_spec(plan, name, params))
+        problems = plan.trial_problems(child_spec(plan, name, params))
         if problems:
             message = f"invalid parameters: {'; '.join(problems)}"[:1024]
             trials.append(SweepTrial(index=index, name=name, params=params, phase="Failed", message=message))

@@ -7,7 +7,8 @@ kopf's timers need its finalizer, and ``kubectl delete tsw`` would then wait for
 
 Each reconcile GETs the sweep and LISTs its runs afresh, decides (``sweep.decide``), merge-patches the status with
 the sweep's ``resourceVersion`` (a concurrent writer makes it a 409 and the round starts over), and only then
-creates the runs of the recorded trials that have none. One reconcile per sweep at a time (``Serial``), in the
+creates the runs of the recorded trials that have none (first, without S3, the one claim they share:
+``ensure_claim``, also used by ``schedule_handlers``). One reconcile per sweep at a time (``Serial``), in the
 runtime's thread pool; a burst of child events costs two rounds.
 
 Errors: an invalid sweep is marked Failed/InvalidSpec and its create/update handler ends with
@@ -34,9 +35,13 @@ from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
 from trainer.api.status import TrainingRunStatus
 from trainer.api.sweep import SWEEP_PLURAL
 
+from . import checkpoint_store
 from . import sweep as sw
 from .kube import MERGE_PATCH, TIMEOUT, Kube, _json, _or_none, to_kopf_error
+from .names import claim_name
 from .runtime import Runtime, Serial, runtime
+from .settings import Settings
+from .status import Event
 from .status_writer import utcnow
 
 TSW = (API_GROUP, API_VERSION, SWEEP_PLURAL)
@@ -150,14 +155,15 @@ class Sweeps:
     plans: dict[tuple[str, Any], sw.Plan | SpecError] = field(default_factory=dict)
     seen: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
 
-    def plan(self, body: Mapping[str, Any], checkpoint_prefix: str | None) -> sw.Plan | SpecError:
+    def plan(self, body: Mapping[str, Any], settings: Settings) -> sw.Plan | SpecError:
         meta = body.get("metadata") or {}
         key = (str(meta.get("uid")), meta.get("generation"))
         if key not in self.plans:
             if len(self.plans) > 256:
                 self.plans.clear()
             try:
-                self.plans[key] = sw.Plan.of(body, checkpoint_prefix)
+                mode = settings.checkpoint_volume_access_mode
+                self.plans[key] = sw.Plan.of(body, settings.checkpoint_prefix, mode)
             except SpecError as err:
                 self.plans[key] = err
         return self.plans[key]
@@ -174,6 +180,37 @@ def _owned(obj: Mapping[str, Any], uid: str) -> bool:
     return any(r.get("uid") == uid for r in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
+# --- the claim a sweep's or a schedule's runs share -----------------------------------------------------------
+
+
+def ensure_claim(rt: Runtime, body: Mapping[str, Any], claim: str | None, label: str) -> None:
+    """Create the checkpoint claim of a sweep's or schedule's runs (``checkpoint_store.shared_base``; None: they
+    have another store) before its runs, whose pods mount it (409: the existing one, judged by
+    ``unusable_claim``); a new one gets a Normal Event on the owner naming it."""
+    if claim is None:
+        return
+    owner = kopf.Body(cast(kopf.RawBody, body))
+    wanted = checkpoint_store.build_shared_claim(owner, label, rt.settings)
+    current, created = rt.kube.create(wanted)
+    if waiting := checkpoint_store.unusable_claim(current, str(owner.metadata.uid), str(body.get("kind"))):
+        raise kopf.TemporaryError(waiting, delay=5)
+    if created:
+        message = checkpoint_store.describe_claim(wanted, f"pvc://{claim}")
+        log.info("%s %s/%s: %s", body.get("kind"), owner.metadata.namespace, owner.metadata.name, message)
+        rt.writer.post(body, Event("Normal", "CheckpointVolume", message))
+
+
+def delete_claim(rt: Runtime, namespace: str, name: str, uid: str) -> bool:
+    """The shared claim of a deleted sweep or schedule, if it owns one (where no garbage collector deletes it)."""
+    claim = claim_name(name)
+    current = rt.kube.read("PersistentVolumeClaim", namespace, claim)
+    return (
+        current is not None
+        and _owned(current, uid)
+        and rt.kube.delete("PersistentVolumeClaim", namespace, claim)
+    )
+
+
 # --- in the pool: one reconcile -------------------------------------------------------------------------------
 
 
@@ -186,7 +223,7 @@ def reconcile(rt: Runtime, sweeps: Sweeps, namespace: str, name: str) -> str | N
             if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
                 return None
             meta = body["metadata"]
-            plan = sweeps.plan(body, rt.settings.checkpoint_prefix)
+            plan = sweeps.plan(body, rt.settings)
             if isinstance(plan, SpecError):
                 decision = sw.invalid(body, plan, utcnow())
             else:
@@ -203,6 +240,8 @@ def reconcile(rt: Runtime, sweeps: Sweeps, namespace: str, name: str) -> str | N
         if not isinstance(plan, SpecError):
             names = [p.path for p in plan.spec.parameters]
             owner = kopf.Body(cast(kopf.RawBody, body))
+            if decision.create:
+                ensure_claim(rt, body, plan.claim, sw.SWEEP_LABEL)
             for trial in decision.create:  # recorded above, so a restart from here creates it, never another
                 child = sw.child_run(plan, trial)
                 kopf.adopt(child, owner=owner)
@@ -224,7 +263,8 @@ def reconcile(rt: Runtime, sweeps: Sweeps, namespace: str, name: str) -> str | N
 
 
 def delete_runs(rt: Runtime, namespace: str, name: str, uid: str) -> list[str]:
-    """The runs a deleted sweep still owns (where no garbage collector deletes them)."""
+    """The runs (and the shared checkpoint claim) a deleted sweep still owns (where no garbage collector
+    deletes them)."""
     api = SweepApi(rt.kube)
     gone = []
     for run in api.list_runs(namespace, name):
@@ -235,6 +275,8 @@ def delete_runs(rt: Runtime, namespace: str, name: str, uid: str) -> list[str]:
             and api.delete_run(namespace, meta["name"], meta["uid"])
         ):
             gone.append(str(meta["name"]))
+    if delete_claim(rt, namespace, name, uid):
+        gone.append(f"PersistentVolumeClaim {claim_name(name)}")
     return gone
 
 

@@ -5,8 +5,9 @@ claim. Golden files: ``UPDATE_GOLDEN=1 pytest tests/operator/test_checkpoint_sto
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
+import kopf
 import pytest
 from trainop import builders, checkpoint_store
 from trainop.names import claim_name
@@ -187,10 +188,57 @@ UNUSABLE = [
 ]
 
 
+SCHEDULE = {"kind": "TrainingSchedule", "uid": "tsc-uid", "name": "c"}
+# (case, the claim's owners, the kind of the object that wants it (uid OWNER's or SCHEDULE's), the phrase or None)
+UNUSABLE_SHARED = [
+    (
+        "run-meets-schedule",
+        [SCHEDULE],
+        "TrainingRun",
+        "belongs to TrainingSchedule c (whose checkpoint claim",
+    ),
+    ("schedule-meets-run", [{**OWNER, "name": "c"}], "TrainingSchedule", "belongs to TrainingRun c (whose"),
+    ("this-schedule", [SCHEDULE], "TrainingSchedule", None),
+    ("older-schedule", [{**SCHEDULE, "uid": "old"}], "TrainingSchedule", "an older TrainingSchedule of this"),
+    ("another-controller", [{"kind": "StatefulSet", "uid": "x"}], "TrainingSweep", None),  # not one of ours
+]
+
+
 @pytest.mark.parametrize(("meta", "phrase"), [c[1:] for c in UNUSABLE], ids=[c[0] for c in UNUSABLE])
 def test_an_existing_claim_is_used_or_waited_for(meta: dict[str, Any], phrase: str | None) -> None:
     found = checkpoint_store.unusable_claim({"metadata": {"name": "c", **meta}}, OWNER["uid"])
     assert found is None if phrase is None else (found is not None and phrase in found)
+
+
+@pytest.mark.parametrize(
+    ("owners", "kind", "phrase"), [c[1:] for c in UNUSABLE_SHARED], ids=[c[0] for c in UNUSABLE_SHARED]
+)
+def test_a_run_and_a_schedule_of_one_name_never_share_a_claim(
+    owners: list[dict[str, Any]], kind: str, phrase: str | None
+) -> None:
+    uid = SCHEDULE["uid"] if kind == "TrainingSchedule" else OWNER["uid"]
+    found = checkpoint_store.unusable_claim({"metadata": {"name": "c", "ownerReferences": owners}}, uid, kind)
+    assert found is None if phrase is None else (found is not None and phrase in found), found
+
+
+def test_shared_claim_golden_and_owned_by_the_schedule() -> None:
+    """The one claim of a schedule's runs: owned by the schedule (deleted with it, not with a pruned run)."""
+    schedule = {
+        "apiVersion": "cryptopredictor.dev/v1alpha1",
+        "kind": "TrainingSchedule",
+        "metadata": {"name": "sol-daily", "namespace": "ml", "uid": "tsc-uid", "labels": {"team": "quant"}},
+    }
+    owner = kopf.Body(cast(kopf.RawBody, schedule))
+    claim = checkpoint_store.build_shared_claim(owner, "cryptopredictor.dev/schedule", NO_S3)
+    check_golden("pvc-schedule.yaml", claim)
+    (ref,) = claim["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["uid"], claim["metadata"]["name"]) == (
+        "TrainingSchedule",
+        "tsc-uid",
+        "sol-daily-checkpoints",
+    )
+    own = checkpoint_store.build_claim(parse_run(run_of()), builders.validate_run(run_of(), NO_S3), NO_S3)
+    assert own is not None and claim["spec"] == own["spec"]  # one builder, one size, class and access mode
 
 
 def test_the_event_says_where_the_checkpoints_are() -> None:

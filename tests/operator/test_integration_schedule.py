@@ -44,6 +44,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, emulator_only]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEDULES = "/apis/cryptopredictor.dev/v1alpha1/namespaces/{ns}/trainingschedules"
+SWEEPS = "/apis/cryptopredictor.dev/v1alpha1/namespaces/{ns}/trainingsweeps"
+CLAIMS = "/api/v1/namespaces/{ns}/persistentvolumeclaims"
+NO_S3 = ("TRAINOP_CHECKPOINT_PREFIX", "TRAINOP_S3_ENDPOINT", "TRAINOP_S3_SECRET_NAME")
 LABEL = "cryptopredictor.dev/schedule"
 T0 = "2026-01-01T01:00:00Z"
 
@@ -119,6 +122,29 @@ def operator(
     op.prewarm(5)  # the restart test's operators import while the other tests run
     yield op
     op.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bare(
+    kube_api: KubeApi, api: Api, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[FastOperator, str]]:
+    """A second operator without S3 (no prefix, endpoint or Secret) on a namespace of its own, as on a fresh
+    cluster; prewarmed at the module's start (autouse), so its imports overlap the other tests."""
+    kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / "crd-sweep.yaml"))
+    wait_for(
+        "the TrainingSweep CRD to be served",
+        lambda: kube_api.api.maybe_get("/apis/cryptopredictor.dev/v1alpha1/trainingsweeps") is not None,
+    )
+    name = f"tsc-bare-{uuid.uuid4().hex[:8]}"
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    op = FastOperator(kube_api, name, tmp_path_factory.mktemp("schedule-bare") / "operator.log")
+    for key in NO_S3:
+        op.env.pop(key, None)
+    op.prewarm(1)
+    yield op, name
+    op.close()
+    with contextlib.suppress(ApiResponseError):
+        api.delete(f"/api/v1/namespaces/{name}")
 
 
 def create(api: Api, ns: str, name: str, **spec: Any) -> None:
@@ -330,4 +356,48 @@ def test_five_operator_restarts_never_run_a_tick_twice(api: Api, ns: str, operat
     wait_for(
         "the status to record the last tick",
         lambda: status(api, ns, "steady")["lastScheduleTime"] == ticks[-1],
+    )
+
+
+def test_without_s3_a_schedule_and_a_sweep_each_share_one_claim(
+    api: Api, bare: tuple[FastOperator, str]
+) -> None:
+    """Issue 12 on a fresh cluster: one claim per schedule and per sweep, owned by it; the runs name it (mounted,
+    never a claim of their own); the schedule's claim goes with the schedule."""
+    op, ns = bare
+    op.start()
+    create(api, ns, "bare", concurrencyPolicy="Forbid", promotion={"metric": "pinball"})
+    template = copy.deepcopy(SAMPLE["spec"])
+    template["training"]["epochs"] = 2
+    sweep = {
+        "template": template,
+        "parallelism": 1,
+        "parameters": [{"path": "model.hiddenSize", "values": [8]}],
+    }
+    kind = {"apiVersion": "cryptopredictor.dev/v1alpha1", "kind": "TrainingSweep"}
+    api.create(SWEEPS.format(ns=ns), {**kind, "metadata": {"name": "tune"}, "spec": sweep})
+    run = at_least(api, ns, "bare", 1, op)[0]
+    name = run["metadata"]["name"]
+    suspend(api, ns, "bare")
+    assert run["spec"]["checkpoint"]["uri"] == f"pvc://bare-checkpoints/{name}"
+    assert run["spec"]["promotion"]["uri"] == "pvc://bare-checkpoints"  # current.json outlives pruned runs
+    job = wait_job(api, ns, f"{name}-train")
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert volumes == [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "bare-checkpoints"}}]
+    trial = wait_job(api, ns, "tune-t000-train")["spec"]["template"]["spec"]["volumes"][0]
+    assert trial["persistentVolumeClaim"]["claimName"] == "tune-checkpoints"
+    tune = api.get(f"{RUNS.format(ns=ns)}/tune-t000")["spec"]["checkpoint"]["uri"]
+    assert tune == "pvc://tune-checkpoints/tune-t000"
+    claims = {c["metadata"]["name"]: c for c in api.get(CLAIMS.format(ns=ns))["items"]}
+    assert set(claims) == {"bare-checkpoints", "tune-checkpoints"}  # none for a run: both Jobs exist
+    schedule = api.get(f"{SCHEDULES.format(ns=ns)}/bare")["metadata"]
+    (owner,) = claims["bare-checkpoints"]["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("TrainingSchedule", schedule["uid"])
+    assert claims["tune-checkpoints"]["metadata"]["ownerReferences"][0]["kind"] == "TrainingSweep"
+    wait_for("CheckpointVolume", lambda: "CheckpointVolume" in reasons(api, ns, "bare"))
+    api.delete(f"{SCHEDULES.format(ns=ns)}/bare")
+    wait_for(
+        "the schedule's claim to go with it",
+        lambda: api.maybe_get(f"{CLAIMS.format(ns=ns)}/bare-checkpoints") is None,
+        log=op.log_path,
     )

@@ -111,13 +111,10 @@ def test_invalid_specs_name_their_field(case: str, fields: dict[str, Any], expec
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith(expected), err.value.problems
 
 
-def test_a_long_name_and_a_missing_store_are_refused() -> None:
+def test_a_long_name_is_refused() -> None:
     with pytest.raises(SpecError) as err:
         plan_of(body(name="s" * 64))
     assert err.value.problems == ["metadata.name: must be at most 63 characters (a label of every run)"]
-    with pytest.raises(SpecError) as err:
-        sc.Plan.of(body(), None)
-    assert err.value.problems[0].startswith("spec.template.spec.checkpoint.uri: required in a cluster")
 
 
 @pytest.mark.parametrize(
