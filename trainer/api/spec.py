@@ -11,78 +11,81 @@ a typo such as ``learningrate`` is refused with the field's name instead of bein
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
 
-from trainer.api.foldstats import fold_ranges
+from trainer.api.base import ApiModel
 from trainer.api.patterns import (
-    CLUSTER_CHECKPOINT_PATTERN as CLUSTER_CHECKPOINT_PATTERN,
+    CLUSTER_CHECKPOINT_PATTERN,
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    GPU_RESOURCE,
+    IMAGE_PATTERN,
+    LABEL_VALUE_PATTERN,
+    MLFLOW_URI_PATTERN,
+    QUANTITY_PATTERN,
+    QUEUE_NAME_PATTERN,
+    S3_ENDPOINT_PATTERN,
+    S3_URI_RE,
+    SYMBOL_PATTERN,
+    image_problem,
+    label_key_problem,
+    label_value_problem,
+    node_selector_problems,
+    split_pvc_uri,
 )
-from trainer.api.patterns import (
-    DNS_LABEL_PATTERN as DNS_LABEL_PATTERN,
-)
-from trainer.api.patterns import (
-    DURATION_PATTERN as DURATION_PATTERN,
-)
-from trainer.api.patterns import (
-    GPU_RESOURCE as GPU_RESOURCE,
-)
-from trainer.api.patterns import (
-    IMAGE_PATTERN as IMAGE_PATTERN,
-)
-from trainer.api.patterns import (
-    LABEL_VALUE_PATTERN as LABEL_VALUE_PATTERN,
-)
-from trainer.api.patterns import (
-    MLFLOW_URI_PATTERN as MLFLOW_URI_PATTERN,
-)
-from trainer.api.patterns import (
-    QUANTITY_PATTERN as QUANTITY_PATTERN,
-)
-from trainer.api.patterns import (
-    QUEUE_NAME_PATTERN as QUEUE_NAME_PATTERN,
-)
-from trainer.api.patterns import (
-    S3_ENDPOINT_PATTERN as S3_ENDPOINT_PATTERN,
-)
-from trainer.api.patterns import (
-    S3_URI_RE as S3_URI_RE,
-)
-from trainer.api.patterns import (
-    SYMBOL_PATTERN as SYMBOL_PATTERN,
-)
-from trainer.api.patterns import (
-    image_problem as image_problem,
-)
-from trainer.api.patterns import (
-    label_key_problem as label_key_problem,
-)
-from trainer.api.patterns import (
-    label_value_problem as label_value_problem,
-)
-from trainer.api.patterns import (
-    node_selector_problems as node_selector_problems,
-)
-from trainer.api.patterns import split_pvc_uri
-from trainer.api.promotion import PromotionSpec as PromotionSpec
+from trainer.api.pod import Resources, SecretRef, Toleration
+from trainer.api.promotion import PromotionSpec
+from trainer.api.tracking import MlflowCredentialsRef, MlflowSpec, TrackingSpec
+from trainer.api.walk_forward import MAX_FOLDS, WalkForwardSpec
+
+# The spec's own models, and what other modules import from here (the parts live in patterns, pod, promotion,
+# tracking and walk_forward).
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "CLUSTER_CHECKPOINT_PATTERN",
+    "DNS_LABEL_PATTERN",
+    "DURATION_PATTERN",
+    "GPU_RESOURCE",
+    "IMAGE_PATTERN",
+    "KIND",
+    "LABEL_VALUE_PATTERN",
+    "MAX_FOLDS",
+    "MLFLOW_URI_PATTERN",
+    "PLURAL",
+    "QUANTITY_PATTERN",
+    "QUEUE_NAME_PATTERN",
+    "S3_ENDPOINT_PATTERN",
+    "S3_URI_RE",
+    "SYMBOL_PATTERN",
+    "CheckpointSpec",
+    "DataSpec",
+    "MlflowCredentialsRef",
+    "MlflowSpec",
+    "ModelSpec",
+    "PromotionSpec",
+    "Resources",
+    "SecretRef",
+    "Toleration",
+    "TrackingSpec",
+    "TrainingRunSpec",
+    "TrainingSpec",
+    "WalkForwardSpec",
+    "image_problem",
+    "label_key_problem",
+    "label_value_problem",
+    "node_selector_problems",
+]
 
 API_GROUP = "cryptopredictor.dev"
 API_VERSION = "v1alpha1"
 KIND = "TrainingRun"
 PLURAL = "trainingruns"
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        validate_default=True,
-    )
+_Model = ApiModel  # the name the other API modules (sweep, schedule) import
 
 
 class DataSpec(_Model):
@@ -207,150 +210,6 @@ class CheckpointSpec(_Model):
 
 
 # --- cluster-only fields (the operator uses them; `python -m trainer run` ignores them) -------------------------
-
-
-MAX_FOLDS = 250  # each fold keeps a ~1 KB row in the run's status (etcd objects stop at ~1.5 MiB)
-
-
-class WalkForwardSpec(_Model):
-    """A walk-forward backtest on the cluster: an Indexed Job with one pod per fold, each training the spec on
-    everything before its fold and forecasting the fold, as ``python -m trainer backtest --walk-forward``."""
-
-    start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="First target day of the first fold.")
-    end: str = Field(
-        pattern=r"^\d{4}-\d{2}-\d{2}$",
-        description="Last day of candles used; the last fold's last origin is the last with a full horizon.",
-    )
-    refit_every: str = Field(
-        default="90d",
-        pattern=r"^[1-9][0-9]{0,3}d?$",
-        description="Days per fold, e.g. 90d: one retraining each.",
-    )
-    parallelism: int = Field(default=4, ge=1, le=1000, description="Folds trained at once (pods).")
-    backoff_limit_per_index: int = Field(
-        default=2, ge=0, le=10, description="Retries of one failed fold, alone (backoffLimitPerIndex)."
-    )
-    max_failed_indexes: int = Field(
-        default=0,
-        ge=0,
-        le=1000,
-        description="Folds that may fail for good before the run fails (maxFailedIndexes); 0: any fails it.",
-    )
-
-    @field_validator("start", "end")
-    @classmethod
-    def _calendar_date(cls, v: str) -> str:
-        try:  # the pattern only checks the shape: 2025-02-30 must be refused here, naming the field
-            dt.date.fromisoformat(v)
-        except ValueError as exc:
-            raise ValueError(f"'{v}' is not a calendar date (YYYY-MM-DD): {exc}") from None
-        return v
-
-    @model_validator(mode="after")
-    def _ordered(self) -> WalkForwardSpec:
-        if self.start > self.end:
-            raise ValueError(f"start {self.start} is after end {self.end}")
-        return self
-
-    @property
-    def refit_days(self) -> int:
-        return int(self.refit_every.removesuffix("d"))
-
-    def folds(self, horizon: int) -> list[tuple[dt.date, dt.date]]:
-        """The folds' first-target-day ranges: [start, end - (horizon - 1)] in ``refit_every`` days."""
-        last = dt.date.fromisoformat(self.end) - dt.timedelta(days=horizon - 1)
-        return fold_ranges(dt.date.fromisoformat(self.start), last, self.refit_days)
-
-
-class SecretRef(_Model):
-    """A Secret in the run's namespace holding S3 credentials."""
-
-    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
-    access_key_id_key: str = Field(default="AWS_ACCESS_KEY_ID", min_length=1)
-    secret_access_key_key: str = Field(default="AWS_SECRET_ACCESS_KEY", min_length=1)
-
-
-class MlflowCredentialsRef(_Model):
-    """A Secret in the run's namespace with the MLflow server's username and password (basic auth)."""
-
-    # The operator maps the two keys to MLFLOW_TRACKING_USERNAME/PASSWORD in the trainer's environment (where the
-    # MLflow client reads them): the values never pass through the spec, the status or a log line.
-
-    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
-    username_key: str = Field(default="MLFLOW_TRACKING_USERNAME", min_length=1)
-    password_key: str = Field(default="MLFLOW_TRACKING_PASSWORD", min_length=1)
-
-
-class MlflowSpec(_Model):
-    """An MLflow tracking server for the run's params, metrics and artefacts; training never waits for it."""
-
-    uri: str = Field(
-        description="Tracking server, e.g. http://mlflow.mlflow:5000; no user:password@ (use credentialsSecret).",
-        json_schema_extra={"pattern": MLFLOW_URI_PATTERN},
-    )
-    experiment: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=256,
-        description="Experiment name (created if missing); empty: $MLFLOW_EXPERIMENT_NAME, else crypto-price-predictor.",
-    )
-    credentials_secret: MlflowCredentialsRef | None = None
-    deadline_seconds: int = Field(
-        default=600,
-        ge=1,
-        le=86400,
-        description="How long an unreachable server is retried before tracking gives up; training goes on.",
-    )
-
-    @field_validator("uri")
-    @classmethod
-    def _uri_shape(cls, v: str) -> str:
-        if re.match(r"^https?://[^/@\s]*@", v):
-            raise ValueError(
-                "credentials do not belong in the URI (it is logged and stored in the spec): give "
-                "credentialsSecret, or set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD"
-            )
-        if not re.match(MLFLOW_URI_PATTERN, v):
-            raise ValueError(
-                f"'{v}' is not an http(s) URL of an MLflow tracking server, e.g. http://mlflow:5000"
-            )
-        return v
-
-
-class TrackingSpec(_Model):
-    """Experiment tracking of the run (rank 0 only), beside the checkpoints and the status."""
-
-    mlflow: MlflowSpec | None = None
-
-
-def _one_gpu() -> dict[str, int | str]:
-    return {"nvidia.com/gpu": 1}
-
-
-class Resources(_Model):
-    """corev1.ResourceRequirements, e.g. ``limits: {nvidia.com/gpu: 1, memory: 8Gi}``."""
-
-    requests: dict[str, int | str] = Field(default_factory=dict)
-    limits: dict[str, int | str] = Field(default_factory=_one_gpu)
-
-    @field_validator("requests", "limits")
-    @classmethod
-    def _quantities(cls, v: dict[str, int | str]) -> dict[str, int | str]:
-        for name, q in v.items():
-            if isinstance(q, int):
-                if q < 0:
-                    raise ValueError(f"{name}: a quantity must not be negative")
-            elif not re.match(QUANTITY_PATTERN, q):
-                raise ValueError(f"{name}: '{q}' is not a Kubernetes quantity such as 500m, 2, 8Gi")
-        return v
-
-
-class Toleration(_Model):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
 
 
 class TrainingRunSpec(_Model):
