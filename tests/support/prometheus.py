@@ -114,12 +114,9 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def operator_and_prometheus(
-    kube_api: KubeApi, namespace: str, tmp_path: Path, rule_files: Sequence[Path] = ()
-) -> Iterator[Prometheus]:
-    """``python -m trainop`` watching ``namespace`` and a Prometheus scraping it (target up on return)."""
-    prometheus_bin = tool("prometheus")
-    metrics_port, prom_port = free_port(), free_port()
+def scraping(metrics_port: int, tmp_path: Path, rule_files: Sequence[Path] = ()) -> Iterator[Prometheus]:
+    """A Prometheus scraping an operator's ``127.0.0.1:metrics_port`` (target up on return)."""
+    prom_port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(f) for f in rule_files],
@@ -135,19 +132,29 @@ def operator_and_prometheus(
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
     prom_args = [
-        prometheus_bin,
+        tool("prometheus"),
         f"--config.file={config_file}",
         f"--web.listen-address=127.0.0.1:{prom_port}",
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         "--storage.tsdb.retention.time=1h",
     ]
     prom = Prometheus(f"http://127.0.0.1:{prom_port}", tmp_path / "prometheus.log", tmp_path / "operator.log")
-    env = operator_env(kube_api, namespace, metrics_port)
-    with (
-        process([sys.executable, "-m", "trainop"], prom.operator_log, env),
-        process(prom_args, prom.log),
-    ):
-        healthz = f"http://127.0.0.1:{metrics_port}/healthz"
-        wait_for("the operator's /healthz", lambda: get_text(healthz) is not None, 60, prom.operator_log)
+    with process(prom_args, prom.log):
         wait_for("Prometheus to scrape the operator (target up)", prom.target_up, 60, prom.log)
         yield prom
+
+
+@contextlib.contextmanager
+def operator_and_prometheus(
+    kube_api: KubeApi, namespace: str, tmp_path: Path, rule_files: Sequence[Path] = ()
+) -> Iterator[Prometheus]:
+    """``python -m trainop`` watching ``namespace`` and a Prometheus scraping it (target up on return)."""
+    metrics_port = free_port()
+    env = operator_env(kube_api, namespace, metrics_port)
+    with process([sys.executable, "-m", "trainop"], tmp_path / "operator.log", env):
+        healthz = f"http://127.0.0.1:{metrics_port}/healthz"
+        wait_for(
+            "the operator's /healthz", lambda: get_text(healthz) is not None, 60, tmp_path / "operator.log"
+        )
+        with scraping(metrics_port, tmp_path, rule_files) as prom:
+            yield prom

@@ -1,6 +1,7 @@
 """``python -m tests.support.demo`` (``make demo``): what it applies, and the whole demo as a newcomer runs it --
 the sample reaches Succeeded, kubectl works with the printed kubeconfig (``logs`` shows the trainer's epochs), the
-plots are real PNGs in S3, and Ctrl-C leaves nothing running."""
+plots are real PNGs in S3, the chart's Grafana dashboard evaluates against a real Prometheus scraping the demo's
+operator, and Ctrl-C leaves nothing running."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import pytest
 import yaml
 
 from tests.support import demo
+from tests.support.grafana import BUILTINS, panel_queries, substitute
 from tests.support.procs import stop_process
+from tests.support.prometheus import Prometheus, free_port, scraping
 from tests.support.waiting import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -70,7 +73,9 @@ def test_demo_quick_succeeds_and_ctrl_c_leaves_nothing_running(tmp_path: pathlib
     workdir, out = tmp_path / "demo", tmp_path / "demo.out"
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}  # it must not need one
     env["PYTHONPATH"] = os.pathsep.join((str(ROOT), str(ROOT / "operator")))
+    metrics_port = free_port()
     argv = [sys.executable, "-m", "tests.support.demo", "--quick", "--keep", "--workdir", str(workdir)]
+    argv += ["--metrics-port", str(metrics_port)]
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
@@ -88,6 +93,8 @@ def test_demo_quick_succeeds_and_ctrl_c_leaves_nothing_running(tmp_path: pathlib
         assert f"export KUBECONFIG={workdir / 'kubeconfig'}" in text
         check_with_kubectl(workdir)
         check_plots(workdir)
+        with scraping(metrics_port, tmp_path) as prom:
+            check_dashboard(prom)
         assert leftovers(workdir, proc.pid), "the scan must see the running demo's children"
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
         assert proc.wait(90) == 0, out.read_text()[-3000:]
@@ -121,3 +128,43 @@ def check_plots(workdir: pathlib.Path) -> None:
         data = s3.get_object(Bucket=demo.BUCKET, Key=f"{demo.PREFIX}/default/sol-tft/{name}")["Body"].read()
         assert data.startswith(PNG) and len(data) > 8_000, (name, len(data))
         assert (workdir / "artefacts" / "sol-tft" / name).read_bytes() == data  # the copy the demo prints
+
+
+DASHBOARD = ROOT / "charts" / "crypto-price-predictor" / "dashboards" / "trainingruns.json"
+# Panels that must show the demo's finished run (epoch progress is for active runs; failures there are none).
+DEMO_PANELS = (
+    "Runs by phase",
+    "Train and validation loss",
+    "Forecast $horizon day(s) ahead: median and 80% band",
+    "Published forecasts by horizon",
+    "Reconcile latency",
+)
+
+
+def check_dashboard(prom: Prometheus) -> None:
+    """Every query of the chart's dashboard evaluates without an error against the demo's operator, and the
+    panels of a finished run (its phase, losses, published forecast) and the operator's latency show it."""
+    import json
+
+    queries = panel_queries(json.loads(DASHBOARD.read_text()))
+    values = {"namespace": "default", "run": ".*", "horizon": "1", **BUILTINS}
+
+    def answered() -> dict[str, Any]:
+        answers = {f"{q.panel}/{q.ref}": prom.query(substitute(q.expr, values)) for q in queries}
+        errors = {k: a for k, a in answers.items() if a.get("status") != "success"}
+        assert errors == {}, errors
+        empty = [k for k, a in answers.items() if k.split("/")[0] in DEMO_PANELS and not a["data"]["result"]]
+        return answers if not empty else {}
+
+    answers = wait_for("the dashboard's panels to show the demo's run", answered, timeout=60, interval=1)
+    # The band of the run's published forecast: one series per day ahead, 0.1 <= 0.5 <= 0.9, finite prices.
+    days = {
+        ref: {
+            s["metric"]["horizon"]: float(s["value"][1])
+            for s in answers[f"Published forecasts by horizon/{ref}"]["data"]["result"]
+        }
+        for ref in "ABC"
+    }
+    assert set(days["A"]) == set(days["B"]) == set(days["C"]) and len(days["B"]) >= 1, days
+    for h in days["B"]:
+        assert 0 < days["A"][h] <= days["B"][h] <= days["C"][h] < float("inf"), (h, days)
