@@ -24,7 +24,8 @@ from .client_kube import Cluster, Json, api_error
 from .gang import INDEX_KEY
 
 POLL = 1.0  # seconds between looks for the next pod, and before a retry
-DRAIN = 5.0  # seconds a finished run waits for the rest of its pod's log
+DRAIN = 5.0  # seconds of silence a finished run waits for the rest of its pod's log
+DRAIN_MAX = 60.0  # ...and at most this long after the outcome, however the log goes on
 STARTED = ("Running", "Succeeded", "Failed")
 
 
@@ -147,12 +148,13 @@ def consume(
     clock: Callable[[], float] = time.monotonic,
     drain: float = DRAIN,
 ) -> tuple[Exit, str]:
-    """The follower fed from ``events`` until the run's outcome -- after the rest of the pod's log, for at most
-    ``drain`` seconds --, ``timeout``, or the run's deletion."""
+    """The follower fed from ``events`` until the run's outcome -- after the rest of the pod's log, until it ends
+    or is silent for ``drain`` seconds (a slow API server must not cut a finished run's log short) --,
+    ``timeout``, or the run's deletion."""
     start = clock()
     result: tuple[Exit, str] | None = None
     # After the outcome: the log thread has said "nothing more now" (eof, idle) or has given up (nologs).
-    drained, logs_gone, drain_until = False, not logs, 0.0
+    drained, logs_gone, drain_until, outcome_at = False, not logs, 0.0, 0.0
     while True:
         now = clock()
         if result is not None and (drained or now >= drain_until):
@@ -168,11 +170,13 @@ def consume(
                 return Exit.API_ERROR, f"{follower.name} was deleted"
             outcome = follower.run(value)
             if outcome is not None and result is None:
-                result, drained, drain_until = outcome, logs_gone, now + drain
+                result, drained, drain_until, outcome_at = outcome, logs_gone, now + drain, now
         elif kind == "pod":
             follower.pod(value)
         elif kind == "log":
             follower.log(value)
+            if result is not None:  # the log is still coming: the drain is ``drain`` seconds of silence
+                drain_until = min(now + drain, outcome_at + DRAIN_MAX)
         elif kind in ("eof", "idle", "nologs"):
             if kind == "nologs":
                 follower.logs_unavailable(value)

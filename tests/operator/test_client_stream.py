@@ -92,6 +92,19 @@ def test_the_outcome_waits_for_the_rest_of_the_pods_log() -> None:
     assert d.shown == ["phase Running", "following pod p", "epoch 3"]  # the line after the outcome is shown
 
 
+def test_a_slow_log_after_the_outcome_is_read_to_its_end() -> None:
+    """Each line restarts the drain: a loaded API server that sends a finished run's log slowly (one line per
+    3 s here, more than the 2-s drain in total) still shows every epoch before the outcome."""
+    d = Recorder()
+    lines = [("log", epoch_json(e)) for e in (1, 2, 3)]
+    events = feed(("pod", "p"), SUCCEEDED, *lines, ("eof", "p"))
+    result = consume(
+        events, Follower("r", d, status_epochs=False), logs=True, timeout=None, clock=clock(1.0), drain=2
+    )
+    assert result == (Exit.OK, "r Succeeded")
+    assert d.shown[-3:] == ["epoch 1", "epoch 2", "epoch 3"]
+
+
 def test_without_logs_the_outcome_ends_at_once() -> None:
     d = Recorder()
     result = consume(feed(SUCCEEDED), Follower("r", d, status_epochs=True), logs=False, timeout=None)
