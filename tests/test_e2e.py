@@ -16,46 +16,18 @@ import subprocess
 from contextlib import ExitStack
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
 from tests.operator.test_integration import Operator, condition, metric
+from tests.support.cluster import Storage, operator_and_kubelet
 from tests.support.kubeemu.fixtures import KubeApi
-from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
-from tests.support.s3server import S3Server
+from tests.support.kubeemu.kubelet import Kubelet
 from tests.support.waiting import wait_for
 from trainer.api.spec import API_GROUP, API_VERSION
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-class Storage:
-    """Where the trainer's checkpoints go: the SeaweedFS fixture here, or the S3 named by E2E_* on a cluster."""
-
-    def __init__(self, kube_api: KubeApi, request: pytest.FixtureRequest) -> None:
-        if kube_api.real:
-            self.endpoint = os.environ["E2E_S3_ENDPOINT"]
-            self.bucket = os.environ["E2E_S3_BUCKET"]
-            self.key_id, self.secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-        else:
-            s3: S3Server = request.getfixturevalue("s3_server")
-            self.endpoint, self.bucket = s3.endpoint, s3.create_bucket()
-            self.key_id, self.secret = s3.access_key, s3.secret_key
-
-    def client(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.key_id,
-            aws_secret_access_key=self.secret,
-            region_name="us-east-1",
-        )
-
-    def keys(self, prefix: str) -> set[str]:
-        listing = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
-        return {o["Key"] for o in listing.get("Contents", [])}
 
 
 @pytest.fixture()
@@ -73,12 +45,7 @@ def test_sample_run_end_to_end_with_a_killed_trainer(
 ) -> None:
     store = Storage(kube_api, request)
     kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": store.key_id, "AWS_SECRET_ACCESS_KEY": store.secret},
-    }
+    secret = store.secret_manifest()
     run = yaml.safe_load((ROOT / "manifests" / "samples" / "sol-run.yaml").read_text())
     assert run["apiVersion"] == f"{API_GROUP}/{API_VERSION}"
     # The override: 3 epochs (so one can be lost to the kill), CPU, checkpoints on the S3 server.
@@ -96,14 +63,7 @@ def test_sample_run_end_to_end_with_a_killed_trainer(
 
     with ExitStack() as stack:
         op = Operator(kube_api, namespace, tmp_path / "operator.log")
-        op.start()
-        stack.callback(op.stop)
-        kubelet = None
-        if not kube_api.real:
-            env = trainer_pod_env(kube_api.env["KUBECONFIG"], OMP_NUM_THREADS="2")
-            kubelet = stack.enter_context(
-                Kubelet(kube_api.api, tmp_path / "kubelet", extra_env=env, namespace=namespace)
-            )
+        kubelet = operator_and_kubelet(stack, kube_api, op, namespace, tmp_path / "kubelet", threads=2)
         kube_api.kubectl("apply", "-n", namespace, "-f", str(path))
 
         # Kill the trainer once its first checkpoint is in S3 and the run reports progress.

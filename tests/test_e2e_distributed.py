@@ -24,11 +24,11 @@ import torch
 import yaml
 
 from tests.operator.test_integration import Operator, condition, free_port
+from tests.support.cluster import Storage
 from tests.support.kubeemu.fixtures import KubeApi
 from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
 from tests.support.trainer_helpers import ROOT, assert_same_weights, trainer_env
 from tests.support.waiting import wait_for
-from tests.test_e2e import Storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -105,15 +105,7 @@ class Cluster:
 
     def apply(self, name: str) -> str:
         """Create the run; returns its checkpoint prefix in the bucket."""
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "s3-creds"},
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": self.store.key_id,
-                "AWS_SECRET_ACCESS_KEY": self.store.secret,
-            },
-        }
+        secret = self.store.secret_manifest()
         run = spec_doc()
         run["metadata"]["name"] = name
         run["spec"]["checkpoint"].update(

@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from tests.operator.test_integration import Operator, condition
+from tests.support.cluster import operator_and_kubelet
 from tests.support.kubeemu.fixtures import KubeApi
-from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
+from tests.support.kubeemu.kubelet import Kubelet
 from tests.support.waiting import wait_for
 from tests.test_e2e import _kill_trainer, tr_status
 
@@ -65,14 +66,7 @@ def test_a_run_without_s3_checkpoints_to_its_own_claim_and_resumes_from_it(
     path.write_text(yaml.safe_dump(tiny_sample(kube_api.real)))
     with ExitStack() as stack:
         op = operator_without_s3(kube_api, ns, tmp_path / "operator.log")
-        op.start()
-        stack.callback(op.stop)
-        kubelet = None
-        if not kube_api.real:
-            env = trainer_pod_env(kube_api.env["KUBECONFIG"], OMP_NUM_THREADS="2")
-            kubelet = stack.enter_context(
-                Kubelet(kube_api.api, tmp_path / "kubelet", extra_env=env, namespace=ns)
-            )
+        kubelet = operator_and_kubelet(stack, kube_api, op, ns, tmp_path / "kubelet", threads=2)
         kube_api.kubectl("apply", "-n", ns, "-f", str(path))
 
         # Killed once its first checkpoint is on the claim: its latest.json here, as reported on a cluster.

@@ -27,11 +27,11 @@ import pytest
 import yaml
 
 from tests.operator.test_integration import Operator, condition
+from tests.support.cluster import Storage
 from tests.support.kubeemu.fixtures import KubeApi
 from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
 from tests.support.trainer_helpers import ROOT
 from tests.support.waiting import wait_for
-from tests.test_e2e import Storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -144,12 +144,7 @@ def test_a_grid_sweep_of_real_trainings_survives_five_operator_kills(
     for crd in ("crd.yaml", "crd-sweep.yaml"):
         kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / crd))
     wait_for("the TrainingSweep CRD to be served", lambda: kube_api.kubectl("get", "tsw", "-n", ns))
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": store.key_id, "AWS_SECRET_ACCESS_KEY": store.secret},
-    }
+    secret = store.secret_manifest()
     sweep = sweep_doc(store, ns)
     if kube_api.real:
         sweep["spec"]["template"]["image"] = os.environ["E2E_TRAINER_IMAGE"]

@@ -23,11 +23,10 @@ import pytest
 import yaml
 
 from tests.operator.test_integration import Operator, condition
+from tests.support.cluster import Storage, operator_and_kubelet
 from tests.support.kubeemu.fixtures import KubeApi
-from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
 from tests.support.trainer_helpers import ROOT, trainer_env
 from tests.support.waiting import wait_for
-from tests.test_e2e import Storage
 from trainer.api.foldstats import FoldStats, pooled
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -98,12 +97,7 @@ def test_four_folds_fan_out_pool_like_the_cli_and_a_killed_fold_reruns_alone(
 ) -> None:
     ns, store = kube_namespace, Storage(kube_api, request)
     kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": store.key_id, "AWS_SECRET_ACCESS_KEY": store.secret},
-    }
+    secret = store.secret_manifest()
     run = run_doc(store, ns)
     if kube_api.real:
         run["spec"]["image"] = os.environ["E2E_TRAINER_IMAGE"]
@@ -111,14 +105,7 @@ def test_four_folds_fan_out_pool_like_the_cli_and_a_killed_fold_reruns_alone(
     path.write_text(yaml.safe_dump_all([secret, run]))
     with ExitStack() as stack:
         op = Operator(kube_api, ns, tmp_path / "operator.log")
-        op.start()
-        stack.callback(op.stop)
-        kubelet: Kubelet | None = None
-        if not kube_api.real:
-            env = trainer_pod_env(kube_api.env["KUBECONFIG"], OMP_NUM_THREADS="1")
-            kubelet = stack.enter_context(
-                Kubelet(kube_api.api, tmp_path / "kubelet", extra_env=env, namespace=ns)
-            )
+        kubelet = operator_and_kubelet(stack, kube_api, op, ns, tmp_path / "kubelet")
         kube_api.kubectl("apply", "-n", ns, "-f", str(path))
         job = f"{NAME}-train"
         if kubelet is not None:  # kill fold 1's process once it runs: only index 1 must run again

@@ -125,6 +125,13 @@ def shared_base(owner: str, uri: str | None, prefix: str | None) -> str | None:
     return None if uri or prefix else f"pvc://{claim_name(owner)}"
 
 
+def overlap(owner_spec: Mapping[str, Any] | None, key: str, lets: str, fix: str) -> tuple[str, str, str]:
+    """``shared_problems``'s ``overlap`` for the owner's ``spec.<key>``: what its value ``lets`` happen (its
+    ``{default}`` says " (the default)" where the spec leaves the field out) and the value that fixes it."""
+    default = "" if key in (owner_spec or {}) else " (the default)"
+    return (f"spec.{key}", lets.format(default=default), fix)
+
+
 def shared_problems(
     claim: str,
     mode: str,

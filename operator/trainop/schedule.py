@@ -184,11 +184,11 @@ class Plan:
         shared = checkpoint_store.shared_base(name, uri, checkpoint_prefix)
         claim = checkpoint_store.claim_of(shared)
         if claim is not None:
-            default = "" if "concurrencyPolicy" in (body.get("spec") or {}) else " (the default)"
             overlap = (
-                (
-                    "spec.concurrencyPolicy",
-                    f"Allow{default} lets runs overlap, and their pods",
+                checkpoint_store.overlap(
+                    body.get("spec"),
+                    "concurrencyPolicy",
+                    "Allow{default} lets runs overlap, and their pods",
                     "Forbid or Replace",
                 )
                 if spec.concurrency_policy == "Allow"

@@ -39,26 +39,23 @@ from trainer.api.spec import API_GROUP, API_VERSION, PLURAL
 
 from . import clock, prometheus
 from . import schedule as sc
-from .kube import to_kopf_error
-from .names import claim_name
+from .owners import Json, OwnerApi, cached_plan, converge, delete_left, ensure_claim, kopf_errors
 from .runtime import MEMO_KEY as RUNTIME_KEY
 from .runtime import Runtime, Serial, runtime
 from .settings import Settings
 from .status import Event
-from .sweep_handlers import SweepApi, _owned, delete_claim, ensure_claim
 
 TSC = (API_GROUP, API_VERSION, SCHEDULE_PLURAL)
 TR = (API_GROUP, API_VERSION, PLURAL)
 MEMO_KEY = "trainop.schedules"
-CONFLICT_ROUNDS = 5
 MAX_POSTED = 4096
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 
-class ScheduleApi(SweepApi):
-    """The calls of ``SweepApi`` for TrainingSchedules and the runs labelled with their name."""
+class ScheduleApi(OwnerApi):
+    """The calls of ``OwnerApi`` for TrainingSchedules and the runs labelled with their name."""
 
     plural = SCHEDULE_PLURAL
     label = sc.SCHEDULE_LABEL
@@ -78,17 +75,7 @@ class Schedules:
     task: asyncio.Task[None] | None = None
 
     def plan(self, body: Mapping[str, Any], settings: Settings) -> sc.Plan | SpecError:
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("uid")), meta.get("generation"))
-        if key not in self.plans:
-            if len(self.plans) > 256:
-                self.plans.clear()
-            try:
-                mode = settings.checkpoint_volume_access_mode
-                self.plans[key] = sc.Plan.of(body, settings.checkpoint_prefix, mode)
-            except SpecError as err:
-                self.plans[key] = err
-        return self.plans[key]
+        return cached_plan(self.plans, body, settings, sc.Plan.of)
 
     def first_time(self, key: str) -> bool:
         if len(self.posted) > MAX_POSTED:
@@ -119,52 +106,42 @@ def _act(
     if decision.create is None:
         return
     ensure_claim(rt, body, plan.claim, sc.SCHEDULE_LABEL)
-    child = decision.create
-    kopf.adopt(child, owner=kopf.Body(cast(kopf.RawBody, body)))
-    made, created = api.create_run(child)
-    if not _owned(made, str(meta.get("uid"))):
-        raise kopf.TemporaryError(
-            f"TrainingRun {child['metadata']['name']} belongs to another owner; waiting for its deletion",
-            delay=5,
-        )
-    if created:
+    if api.adopt_and_create(body, decision.create):
         prometheus.count_schedule_run(meta["namespace"], meta["name"])
         if decision.created is not None:
             rt.writer.post(body, decision.created)
 
 
+def _decide(
+    rt: Runtime, schedules: Schedules, api: ScheduleApi, key: Key, body: Json
+) -> tuple[Mapping[str, Any], tuple[sc.Plan | SpecError, sc.Decision]]:
+    """One round's decision from the schedule as read and its runs as listed, acted on up to the status
+    (``owners.converge``'s ``decide``)."""
+    now = clock.now()
+    plan = schedules.plan(body, rt.settings)
+    if isinstance(plan, SpecError):
+        decision = sc.invalid(body, plan, now)
+    else:
+        owned = api.owned_runs(*key, str(body["metadata"].get("uid")))
+        decision = sc.decide(plan, body, [sc.OwnedRun.of(r) for r in owned], now)
+        _act(rt, api, body, plan, decision)
+    return decision.status, (plan, decision)
+
+
 def reconcile(rt: Runtime, schedules: Schedules, namespace: str, name: str) -> str | None:
     """One round for a schedule; returns the InvalidSpec message when the schedule is invalid, else None."""
     api, key = ScheduleApi(rt.kube), (namespace, name)
-    try:
-        for _ in range(CONFLICT_ROUNDS):
-            body = api.read_owner(namespace, name)
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                schedules.wake.pop(key, None)
-                return None
-            meta, now = body["metadata"], clock.now()
-            plan = schedules.plan(body, rt.settings)
-            if isinstance(plan, SpecError):
-                decision = sc.invalid(body, plan, now)
-            else:
-                owned = [r for r in api.list_runs(namespace, name) if _owned(r, str(meta.get("uid")))]
-                decision = sc.decide(plan, body, [sc.OwnedRun.of(r) for r in owned], now)
-                _act(rt, api, body, plan, decision)
-            if not decision.status or api.patch_status(
-                namespace, name, decision.status, meta["resourceVersion"]
-            ):
-                break
-        else:
-            raise kopf.TemporaryError(
-                f"TrainingSchedule {namespace}/{name} kept changing under the operator", delay=2
-            )
+    with kopf_errors(f"reconciling TrainingSchedule {namespace}/{name}"):
+        done = converge(
+            api, "TrainingSchedule", namespace, name, lambda b: _decide(rt, schedules, api, key, b)
+        )
+        if done is None:
+            schedules.wake.pop(key, None)
+            return None
+        body, (plan, decision) = done
         for old in decision.prune:
             if api.delete_run(namespace, old.name, old.uid):
                 log.info("TrainingSchedule %s/%s: deleted %s (history limit)", namespace, name, old.name)
-    except (kopf.TemporaryError, kopf.PermanentError):
-        raise
-    except Exception as exc:
-        raise to_kopf_error(exc, f"reconciling TrainingSchedule {namespace}/{name}") from None
     schedules.wake[key] = decision.wake
     status = TrainingScheduleStatus.parse({**(body.get("status") or {}), **decision.status})
     prometheus.observe_schedule(
@@ -175,23 +152,6 @@ def reconcile(rt: Runtime, schedules: Schedules, namespace: str, name: str) -> s
     for event in events:
         rt.writer.post(body, event)
     return "; ".join(plan.problems) if isinstance(plan, SpecError) else None
-
-
-def delete_runs(rt: Runtime, namespace: str, name: str, uid: str) -> list[str]:
-    """The runs (and the shared checkpoint claim) a deleted schedule still owns (where no garbage collector
-    deletes them)."""
-    api, gone = ScheduleApi(rt.kube), []
-    for run in api.list_runs(namespace, name):
-        meta = run["metadata"]
-        if (
-            _owned(run, uid)
-            and not meta.get("deletionTimestamp")
-            and api.delete_run(namespace, meta["name"], meta["uid"])
-        ):
-            gone.append(str(meta["name"]))
-    if delete_claim(rt, namespace, name, uid):
-        gone.append(f"PersistentVolumeClaim {claim_name(name)}")
-    return gone
 
 
 # --- the clock ------------------------------------------------------------------------------------------------
@@ -272,13 +232,7 @@ async def schedule_event(
     rt, key = runtime(memo), (str(namespace), str(name))
     _schedules(memo).wake.pop(key, None)
     prometheus.forget_schedule(*key)
-    try:
-        gone = await rt.offload(delete_runs, rt, *key, str(body.metadata.uid))
-    except Exception as exc:
-        log.warning("runs of TrainingSchedule %s/%s not deleted: %s", *key, exc)
-        return
-    if gone:
-        log.info("deleted %s of TrainingSchedule %s/%s", ", ".join(gone), *key)
+    await delete_left(rt, ScheduleApi(rt.kube), "TrainingSchedule", *key, str(body.metadata.uid))
 
 
 def _looks(body: Mapping[str, Any]) -> tuple[Any, ...]:

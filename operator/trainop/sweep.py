@@ -111,11 +111,11 @@ class Plan:
             checkpoint_store.shared_base(name, spec.template.checkpoint.uri, checkpoint_prefix)
         )
         if claim is not None:
-            default = "" if "parallelism" in (body.get("spec") or {}) else " (the default)"
             overlap = (
-                (
-                    "spec.parallelism",
-                    f"{spec.parallelism}{default} trials at once",
+                checkpoint_store.overlap(
+                    body.get("spec"),
+                    "parallelism",
+                    f"{spec.parallelism}{{default}} trials at once",
                     "1 (one trial after another)",
                 )
                 if spec.parallelism > 1

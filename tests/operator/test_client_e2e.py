@@ -27,9 +27,8 @@ import yaml
 from trainop.client_cli import main
 
 from tests.operator.test_integration import ROOT, Operator
+from tests.support.cluster import Storage, operator_and_kubelet
 from tests.support.kubeemu.fixtures import KubeApi
-from tests.support.kubeemu.kubelet import Kubelet, trainer_pod_env
-from tests.test_e2e import Storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -64,23 +63,12 @@ def cluster(
     """The CRD, the S3 Secret, the operator and (emulator) the kubelet, for one namespace."""
     store = Storage(kube_api, request)
     kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": store.key_id, "AWS_SECRET_ACCESS_KEY": store.secret},
-    }
-    kube_api.kubectl("apply", "-n", kube_namespace, "-f", "-", stdin=yaml.safe_dump(secret))
+    kube_api.kubectl("apply", "-n", kube_namespace, "-f", "-", stdin=yaml.safe_dump(store.secret_manifest()))
+    logs = kube_api.pod_logs  # the emulator serves pods/log from the kubelet's workdir
+    assert kube_api.real or logs is not None
     with ExitStack() as stack:
         op = Operator(kube_api, kube_namespace, tmp_path / "operator.log")
-        op.start()
-        stack.callback(op.stop)
-        if not kube_api.real:
-            assert kube_api.pod_logs is not None  # the emulator serves pods/log from the kubelet's workdir
-            env = trainer_pod_env(kube_api.env["KUBECONFIG"], OMP_NUM_THREADS="1")
-            stack.enter_context(
-                Kubelet(kube_api.api, kube_api.pod_logs, extra_env=env, namespace=kube_namespace)
-            )
+        operator_and_kubelet(stack, kube_api, op, kube_namespace, logs or tmp_path)
         yield store
 
 

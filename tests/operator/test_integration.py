@@ -7,7 +7,6 @@ status); against a real cluster (KUBECONFIG set) they are skipped with that reas
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +23,7 @@ import pytest
 import yaml
 from trainop import builders
 
+from tests.support.cluster import apply_crd, fresh_namespace
 from tests.support.kubeemu.client import Api, ApiResponseError
 from tests.support.kubeemu.fixtures import KubeApi
 from tests.support.kubeemu.kubelet import Kubelet, default_env
@@ -103,21 +102,13 @@ def api(kube_api: KubeApi) -> Api:
 
 @pytest.fixture()
 def ns(api: Api) -> Iterator[str]:
-    name = f"op-{uuid.uuid4().hex[:8]}"
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    yield name
-    with contextlib.suppress(ApiResponseError):
-        api.delete(f"/api/v1/namespaces/{name}")
+    with fresh_namespace(api, "op") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
 def crd(kube_api: KubeApi) -> None:
-    kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
-    if not kube_api.real:
-        wait_for(
-            "the CRD to be served",
-            lambda: kube_api.api.maybe_get("/apis/cryptopredictor.dev/v1alpha1/trainingruns") is not None,
-        )
+    apply_crd(kube_api, ROOT / "manifests" / "crd.yaml", "trainingruns")
 
 
 @pytest.fixture()

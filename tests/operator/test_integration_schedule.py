@@ -35,6 +35,7 @@ from tests.operator.test_integration import (  # noqa: F401 (fixtures)
     set_job_status,
     wait_job,
 )
+from tests.support.cluster import apply_crd, fresh_namespace
 from tests.support.fastclock import ANCHOR, FACTOR, GO
 from tests.support.kubeemu.client import Api, ApiResponseError
 from tests.support.kubeemu.fixtures import KubeApi, emulator_only
@@ -96,21 +97,14 @@ class FastOperator(Operator):
 
 @pytest.fixture(scope="module")
 def api(kube_api: KubeApi, crd: None) -> Api:
-    kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / "crd-schedule.yaml"))
-    wait_for(
-        "the TrainingSchedule CRD to be served",
-        lambda: kube_api.api.maybe_get("/apis/cryptopredictor.dev/v1alpha1/trainingschedules") is not None,
-    )
+    apply_crd(kube_api, ROOT / "manifests" / "crd-schedule.yaml", "trainingschedules")
     return kube_api.api
 
 
 @pytest.fixture(scope="module")
 def ns(api: Api) -> Iterator[str]:
-    name = f"tsc-{uuid.uuid4().hex[:8]}"
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    yield name
-    with contextlib.suppress(ApiResponseError):
-        api.delete(f"/api/v1/namespaces/{name}")
+    with fresh_namespace(api, "tsc") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

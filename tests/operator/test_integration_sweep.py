@@ -30,6 +30,7 @@ from tests.operator.test_integration import (  # noqa: F401 (fixtures)
     set_job_status,
     wait_job,
 )
+from tests.support.cluster import apply_crd
 from tests.support.kubeemu.client import Api
 from tests.support.kubeemu.fixtures import KubeApi
 from tests.support.waiting import wait_for
@@ -45,11 +46,7 @@ T0 = "2026-01-01T01:00:00Z"
 
 @pytest.fixture(scope="module")
 def sweep_crd(kube_api: KubeApi, crd: None) -> None:
-    kube_api.kubectl("apply", "-f", str(ROOT / "manifests" / "crd-sweep.yaml"))
-    wait_for(
-        "the TrainingSweep CRD to be served",
-        lambda: kube_api.api.maybe_get("/apis/cryptopredictor.dev/v1alpha1/trainingsweeps") is not None,
-    )
+    apply_crd(kube_api, ROOT / "manifests" / "crd-sweep.yaml", "trainingsweeps")
 
 
 @pytest.fixture()

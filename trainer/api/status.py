@@ -24,7 +24,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -84,6 +84,7 @@ Precise = Annotated[
 Integer = Annotated[int | None, BeforeValidator(_integer)]
 #: An RFC 3339 time as the API server stores it (``2026-01-02T03:04:05Z``); kept as text so that it round-trips.
 Timestamp = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
+M = TypeVar("M", bound=BaseModel)
 
 
 def rfc3339(when: datetime) -> str:
@@ -356,16 +357,22 @@ class TrainingRunStatus(_Status):
     def parse(cls, raw: Any) -> TrainingRunStatus:
         """Lenient: a status as stored, with what does not fit the model left out (a bad condition is
         dropped, not the list; a bad value, not its section). Never raises."""
-        if not isinstance(raw, dict):
-            return cls()
-        data = copy.deepcopy(raw)
-        for _ in range(50):
-            try:
-                return cls.model_validate(data)
-            except ValidationError as exc:
-                if not any(_drop(data, err["loc"]) for err in exc.errors()):
-                    return cls()
-        return cls()
+        return parse_lenient(cls, raw)
+
+
+def parse_lenient(model: type[M], raw: Any) -> M:
+    """``raw`` as ``model`` with what does not fit it left out, one validation error's item or key at a time; the
+    empty model where ``raw`` is not an object or nothing is left to drop. Never raises."""
+    if not isinstance(raw, dict):
+        return model()
+    data = copy.deepcopy(raw)
+    for _ in range(50):
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            if not any(_drop(data, err["loc"]) for err in exc.errors()):
+                return model()
+    return model()
 
 
 def _drop(data: Any, loc: tuple[int | str, ...]) -> bool:

@@ -28,9 +28,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from trainer.api.cluster import cluster_problems
-from trainer.api.manifest import SpecError, format_errors
+from trainer.api.manifest import SpecError, format_errors, parse_owner_spec
 from trainer.api.spec import TrainingRunSpec, _Model
-from trainer.api.status import Condition, Metrics, Number, Phase, Timestamp, _drop, _Status
+from trainer.api.status import Condition, Metrics, Number, Phase, Timestamp, _Status, parse_lenient
 
 SWEEP_KIND = "TrainingSweep"
 SWEEP_PLURAL = "trainingsweeps"
@@ -334,12 +334,7 @@ def parse_sweep(raw: Any, name: str) -> tuple[TrainingSweepSpec, dict[str, Any]]
     problems = []
     if len(name) > MAX_NAME:
         problems.append(f"metadata.name: must be at most {MAX_NAME} characters (a label of every trial run)")
-    if not isinstance(raw, Mapping):
-        raise SpecError(source, [*problems, f"spec: must be an object, not {type(raw).__name__}"])
-    try:
-        spec = TrainingSweepSpec.model_validate(dict(raw))
-    except ValidationError as err:
-        raise SpecError(source, [*problems, *_indexed(format_errors(err, TrainingSweepSpec))]) from None
+    spec = parse_owner_spec(TrainingSweepSpec, raw, source, problems, _indexed)
     problems += sweep_problems(spec, raw["template"])
     if problems:
         raise SpecError(source, problems)
@@ -413,16 +408,7 @@ class TrainingSweepStatus(_Status):
     @classmethod
     def parse(cls, raw: Any) -> TrainingSweepStatus:
         """Lenient, as ``TrainingRunStatus.parse``: what does not fit the model is left out; never raises."""
-        if not isinstance(raw, dict):
-            return cls()
-        data = copy.deepcopy(raw)
-        for _ in range(50):
-            try:
-                return cls.model_validate(data)
-            except ValidationError as exc:
-                if not any(_drop(data, err["loc"]) for err in exc.errors()):
-                    return cls()
-        return cls()
+        return parse_lenient(cls, raw)
 
 
 def describe_params(params: Mapping[str, Any], names: Sequence[str] | None = None) -> str:
