@@ -7,6 +7,7 @@ then a summary table. Elsewhere (a pod, CI, a pipe): one JSON object per line, s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -16,6 +17,19 @@ from tqdm import tqdm
 
 # torch-free (not trainer.loop): the operator's CLI draws this bar too (trainop.client_display)
 from trainer.api.status import EpochStats
+
+
+def bar_width(stream: IO[str]) -> dict[str, Any]:
+    """tqdm's width arguments for ``stream``: its own terminal's width where it has one; a pty without a size
+    (``script``, some CI consoles, a test's pseudo-terminal) reports 0x0, which makes a dynamic tqdm print nothing
+    -- even where ``$COLUMNS`` is set (pytest-xdist sets it) -- so it gets $COLUMNS or 100 columns instead."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a file descriptor, or not a terminal
+        columns = 0
+    if columns > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": shutil.get_terminal_size((100, 40)).columns or 100, "nrows": 40}
 
 
 class Progress:
@@ -31,14 +45,12 @@ class Progress:
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.bar: tqdm[Any] | None = None
         if self.interactive:
-            sized = shutil.get_terminal_size((0, 0)).columns > 0
             self.bar = tqdm(
                 total=total_epochs,
                 initial=start_epoch,
                 unit="epoch",
                 file=self.stream,
-                # A pty without a size (script, some CI consoles) reports 0x0, which makes tqdm print nothing.
-                **({"dynamic_ncols": True} if sized else {"ncols": 100, "nrows": 40}),
+                **bar_width(self.stream),
                 desc="training",
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -84,3 +85,29 @@ def test_summary_shows_the_published_forecast_and_the_promotion() -> None:
     )
     assert rows["promotion"] == "promoted: no current model; this run's pinball is 3.49112"
     assert "next forecast" not in summary_table(_summary("learned", "learned", 0.1))
+
+
+def test_a_pty_without_a_size_gets_a_fixed_width_even_with_columns_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 0x0 pseudo-terminal (a test's, ``script``'s) with $COLUMNS set, as pytest-xdist sets it: a dynamic tqdm
+    would ask the pty and print nothing, so the bar gets $COLUMNS columns; a sized terminal stays dynamic."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from trainer.console import bar_width
+
+    monkeypatch.setenv("COLUMNS", "80")
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "w", closefd=False) as stream:
+            assert bar_width(stream) == {"ncols": 80, "nrows": 40}
+            fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+            assert bar_width(stream) == {"dynamic_ncols": True}
+            assert bar_width(io.StringIO()) == {"ncols": 80, "nrows": 40}  # not a terminal at all
+    finally:
+        os.close(leader)
+        os.close(follower)
