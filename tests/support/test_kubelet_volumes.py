@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.kubeemu import volumes
 from tests.support.kubeemu.client import Api
-from tests.support.kubeemu.fixtures import KubeApi, kube_api, kube_namespace  # noqa: F401
+from tests.support.kubeemu.fixtures import KubeApi, emulator_only, kube_api, kube_namespace  # noqa: F401
 from tests.support.kubeemu.kubelet import Kubelet, default_env
 from tests.support.waiting import wait_for
 
@@ -144,9 +144,8 @@ def test_a_claim_is_a_directory_kept_across_pods(
     assert direct.resolve() == (kubelet.workdir / "pvs" / ns / "data" / "log").resolve()
 
 
+@emulator_only  # the emulator's garbage collector (a real cluster runs its own)
 def test_a_claim_goes_with_its_owner(kube_api: KubeApi, kube_namespace: str) -> None:  # noqa: F811
-    if kube_api.real:
-        pytest.skip("emulator only: tests the emulator's garbage collector")
     api, core = kube_api.api, f"/api/v1/namespaces/{kube_namespace}"
     owner = api.create(
         f"{core}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "o"}}
