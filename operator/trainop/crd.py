@@ -141,13 +141,20 @@ def _object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
             _object_defaults(sub, node)
 
 
-def spec_schema() -> dict[str, Any]:
-    raw = TrainingRunSpec.model_json_schema(by_alias=True, mode="validation")
+def _spec_schema(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """A spec's schema from its pydantic model: converted to OpenAPI v3.0, with explicit section defaults."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
     schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
-    _object_defaults(TrainingRunSpec, schema)
+    _object_defaults(model, schema)
     schema["type"] = "object"
-    schema["description"] = (
-        "What to train (symbol, data, model, training, checkpoint) and where (cluster fields)."
+    schema["description"] = description
+    return schema
+
+
+def spec_schema() -> dict[str, Any]:
+    schema = _spec_schema(
+        TrainingRunSpec,
+        "What to train (symbol, data, model, training, checkpoint) and where (cluster fields).",
     )
     _add_cel(schema)
     return schema
@@ -259,14 +266,11 @@ def _run_template(template: dict[str, Any]) -> None:
 def sweep_spec_schema() -> dict[str, Any]:
     """The TrainingSweep spec's schema: ``template`` is the TrainingRun spec's (its defaults and those CEL rules
     that compare no old object), so a template is refused at ``kubectl apply`` exactly as a run would be."""
-    raw = TrainingSweepSpec.model_json_schema(by_alias=True, mode="validation")
-    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
-    _object_defaults(TrainingSweepSpec, schema)
-    _run_template(schema["properties"]["template"])
-    schema["type"] = "object"
-    schema["description"] = (
-        "A search over TrainingRun specs: a template, the parameters to vary, the objective."
+    schema = _spec_schema(
+        TrainingSweepSpec,
+        "A search over TrainingRun specs: a template, the parameters to vary, the objective.",
     )
+    _run_template(schema["properties"]["template"])
     return schema
 
 
@@ -298,14 +302,12 @@ def build_sweep_crd() -> dict[str, Any]:
 def schedule_spec_schema() -> dict[str, Any]:
     """The TrainingSchedule spec's schema: ``template.spec`` is the TrainingRun spec's, as a sweep's template. The
     cron expression and the time zone are checked by the operator (``trainer.api.schedule``), not here."""
-    raw = TrainingScheduleSpec.model_json_schema(by_alias=True, mode="validation")
-    schema: dict[str, Any] = _convert(raw, raw.get("$defs", {}))
-    _object_defaults(TrainingScheduleSpec, schema)
+    schema = _spec_schema(
+        TrainingScheduleSpec, "Retraining on a cron schedule: a TrainingRun per tick, with CronJob's rules."
+    )
     template = schema["properties"]["template"]
     _object_defaults(RunTemplate, template)
     _run_template(template["properties"]["spec"])
-    schema["type"] = "object"
-    schema["description"] = "Retraining on a cron schedule: a TrainingRun per tick, with CronJob's rules."
     return schema
 
 
